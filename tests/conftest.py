@@ -1,7 +1,6 @@
-"""Shared test set-up: isolated ROS 2 discovery and paths to the reference data copied into tests/data."""
+"""Test-wide environment: isolated ROS 2 discovery and no access to the Hugging Face hub."""
 
 import os
-from pathlib import Path
 
 # Real DDS traffic from the tests stays on this machine and off any other test run's domain.
 os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))
@@ -9,6 +8,3 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 os.environ.setdefault("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp")
 # No test may reach the Hugging Face hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
-
-TEST_DATA = Path(__file__).parent / "data"
-KEYS_DIR = TEST_DATA / "keys"

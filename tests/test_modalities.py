@@ -3,7 +3,7 @@
 import json
 
 import pytest
-from conftest import KEYS_DIR
+from support import KEYS_DIR
 
 from fourm_ros import modalities
 from fourm_ros.modalities import ModalityKind, PosEmbKind
