@@ -1,0 +1,1 @@
+"""The ROS-free perception pipeline: frames in, typed results out."""
