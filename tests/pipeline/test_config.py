@@ -1,0 +1,76 @@
+"""The configuration schema shared by the CLI and the node rejects what would otherwise fail later."""
+
+import pytest
+
+from fourm_ros.pipeline.config import ConfigError, PipelineConfig
+
+
+def test_defaults_are_valid_and_enable_every_task():
+    config = PipelineConfig().validate()
+    assert config.tasks.enabled == ("depth", "normals", "segmentation", "human_pose", "caption")
+    assert config.model == "EPFL-VILAB/4M-21_B"
+    assert config.tasks.human_pose.max_tokens == 275
+
+
+def test_nested_values_are_read():
+    config = PipelineConfig.from_dict(
+        {"backend": "torch", "tasks": {"caption": {"enabled": False}, "depth": {"diffusion_steps": 3}}}
+    )
+    assert config.backend == "torch"
+    assert not config.tasks.caption.enabled
+    assert config.tasks.depth.diffusion_steps == 3
+    assert config.tasks.normals.diffusion_steps == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"bakend": "torch"}, r"unknown keys \['bakend'\]"),
+        ({"tasks": {"depth": {"stepz": 1}}}, r"tasks\.depth: unknown keys"),
+        ({"backend": "tensorflow"}, "backend: must be one of"),
+        ({"dtype": "int8"}, "dtype: must be one of"),
+        ({"device": "tpu"}, "device: must be cpu, cuda"),
+        ({"threads": -1}, "threads: must be >= 0"),
+        ({"tasks": {"caption": {"top_p": 0}}}, r"tasks\.caption\.top_p: must be in \(0, 1\]"),
+        ({"tasks": {"caption": {"every_n_frames": 0}}}, "every_n_frames: must be >= 1"),
+        ({"tasks": {"depth": {"diffusion_steps": "one"}}}, "diffusion_steps: must be an integer"),
+        ({"offline": "yes"}, "offline: must be true or false"),
+        ({"dense_decoding": {"steps": 0}}, r"dense_decoding\.steps: must be in 1\.\.196"),
+        ({"dense_decoding": {"scheme": "beam"}}, "scheme: must be roar or maskgit"),
+        ({"engines": {"cache_dir": "/tmp/engines"}}, "not under /tmp"),
+        (
+            {
+                "tasks": {
+                    key: {"enabled": False}
+                    for key in ("depth", "normals", "segmentation", "human_pose", "caption")
+                }
+            },
+            "at least one task",
+        ),
+        ({"tasks": 3}, "tasks: expected a mapping"),
+    ],
+)
+def test_bad_values_are_named(data, message):
+    with pytest.raises(ConfigError, match=message):
+        PipelineConfig.from_dict(data)
+
+
+def test_ros_parameters_file_is_read_and_the_node_section_ignored(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(
+        "perception_node:\n  ros__parameters:\n    backend: onnxruntime\n    ros:\n      input: compressed\n"
+    )
+    assert PipelineConfig.from_yaml(path).backend == "onnxruntime"
+
+
+def test_unreadable_and_invalid_yaml_are_explained(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read configuration file"):
+        PipelineConfig.from_yaml(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        PipelineConfig.from_yaml(bad)
+
+
+def test_float_fields_accept_integers():
+    assert PipelineConfig.from_dict({"dense_decoding": {"cfg_scale": 2}}).dense_decoding.cfg_scale == 2.0
