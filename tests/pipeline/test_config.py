@@ -74,3 +74,10 @@ def test_unreadable_and_invalid_yaml_are_explained(tmp_path):
 
 def test_float_fields_accept_integers():
     assert PipelineConfig.from_dict({"dense_decoding": {"cfg_scale": 2}}).dense_decoding.cfg_scale == 2.0
+
+
+def test_shipped_parameters_file_is_the_schema_default():
+    from pathlib import Path
+
+    shipped = PipelineConfig.from_yaml(Path(__file__).resolve().parents[2] / "config" / "perception.yaml")
+    assert shipped == PipelineConfig()
