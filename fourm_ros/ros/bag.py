@@ -1,0 +1,124 @@
+"""rosbag2 files without a ROS installation: the sample camera bag and the raw-message writer replay uses.
+
+Messages are built and (de)serialised by rclpy itself, so the bytes in a bag are exactly what travels on
+the wire; the ``rosbags`` library only handles the container (sqlite3 or mcap) and message definitions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from rclpy.serialization import serialize_message
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
+
+STORAGE = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
+CAMERA_FRAME = "camera_optical_frame"
+_TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
+
+
+class BagWriter:
+    """A rosbag2 being written: topics are registered on first use, data are serialised CDR bytes."""
+
+    def __init__(self, path: str | os.PathLike, storage: str = "mcap") -> None:
+        if storage not in STORAGE:
+            raise ValueError(f"storage must be one of {sorted(STORAGE)}, got {storage!r}")
+        self.path = Path(path)
+        if self.path.exists():
+            raise FileExistsError(f"{self.path} exists already; choose a new output bag path")
+        self._writer = Writer(self.path, version=8, storage_plugin=STORAGE[storage])
+        self._writer.open()
+        self._connections: dict[str, object] = {}
+        self.count = 0
+
+    def write(self, topic: str, msgtype: str, data: bytes, timestamp_ns: int) -> None:
+        if topic not in self._connections:
+            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=_TYPESTORE)
+        self._writer.write(self._connections[topic], timestamp_ns, data)
+        self.count += 1
+
+    def write_message(self, topic: str, message: object, timestamp_ns: int) -> None:
+        self.write(topic, message_type_name(message), serialize_message(message), timestamp_ns)
+
+    def close(self) -> None:
+        self._writer.close()
+
+    def __enter__(self) -> BagWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def message_type_name(message: object) -> str:
+    """'sensor_msgs/msg/Image' for an rclpy message instance or class."""
+    cls = message if isinstance(message, type) else type(message)
+    return f"{cls.__module__.split('.')[0]}/msg/{cls.__name__}"
+
+
+def pinhole_camera_info(width: int, height: int, header: Header, hfov_deg: float = 60.0) -> CameraInfo:
+    """A plausible distortion-free camera for photographs that come without calibration."""
+    focal = (width / 2) / np.tan(np.radians(hfov_deg) / 2)
+    cx, cy = (width - 1) / 2, (height - 1) / 2
+    info = CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob")
+    info.d = [0.0] * 5
+    info.k = [focal, 0.0, cx, 0.0, focal, cy, 0.0, 0.0, 1.0]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [focal, 0.0, cx, 0.0, 0.0, focal, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
+    return info
+
+
+def rgb_message(rgb: np.ndarray, header: Header) -> Image:
+    height, width = rgb.shape[:2]
+    return Image(
+        header=header,
+        height=height,
+        width=width,
+        encoding="rgb8",
+        is_bigendian=0,
+        step=width * 3,
+        data=np.ascontiguousarray(rgb).tobytes(),
+    )
+
+
+def jpeg_message(rgb: np.ndarray, header: Header, quality: int = 90) -> CompressedImage:
+    import cv2
+
+    ok, encoded = cv2.imencode(".jpg", rgb[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("JPEG encoding failed")
+    return CompressedImage(header=header, format="jpeg", data=encoded.tobytes())
+
+
+def write_camera_bag(
+    path: str | os.PathLike,
+    frames: Sequence[np.ndarray],
+    *,
+    rate_hz: float = 2.0,
+    camera: str = "/camera",
+    frame_id: str = CAMERA_FRAME,
+    compressed: bool = False,
+    storage: str = "mcap",
+    start_ns: int = 1_700_000_000_000_000_000,
+) -> Path:
+    """Write RGB frames as a camera stream: ``<camera>/image_raw`` (or ``/image_raw/compressed``, JPEG)
+    plus ``<camera>/camera_info``, one frame every 1/``rate_hz`` seconds, stamps starting at ``start_ns``."""
+    if rate_hz <= 0:
+        raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+    image_topic = f"{camera}/image_raw" + ("/compressed" if compressed else "")
+    with BagWriter(path, storage) as bag:
+        for index, rgb in enumerate(frames):
+            stamp_ns = start_ns + round(index * 1e9 / rate_hz)
+            header = Header(frame_id=frame_id)
+            header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+            image = jpeg_message(rgb, header) if compressed else rgb_message(rgb, header)
+            bag.write_message(image_topic, image, stamp_ns)
+            bag.write_message(
+                f"{camera}/camera_info", pinhole_camera_info(rgb.shape[1], rgb.shape[0], header), stamp_ns
+            )
+    return Path(path)

@@ -1,0 +1,58 @@
+"""Topic names and message types of perception_node, in one place for the node, replay and the launch file.
+
+Names are relative, so a node namespace (``fourm`` in perception.launch.py) and per-camera prefixes
+apply. The output CameraInfo is published as ``grid/camera_info`` rather than ``camera_info``: the input
+``camera_info`` is usually remapped to the camera driver's topic, and a remap would otherwise apply to both
+and feed the node's output back into its input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+IMAGE = "image"
+COMPRESSED_IMAGE = "image/compressed"
+CAMERA_INFO = "camera_info"
+PROCESSED = "processed"
+"""std_msgs/Header of every frame whose outputs are all published: lets replay pace itself and tools
+measure end-to-end latency."""
+
+
+@dataclass(frozen=True)
+class Output:
+    topic: str
+    msgtype: str
+    task: str | None
+    """The task that produces it; None if any enabled dense task does."""
+
+
+OUTPUTS: tuple[Output, ...] = (
+    Output("depth/relative", "sensor_msgs/msg/Image", "depth"),
+    Output("normals", "sensor_msgs/msg/Image", "normals"),
+    Output("normals/color", "sensor_msgs/msg/Image", "normals"),
+    Output("segmentation", "sensor_msgs/msg/Image", "segmentation"),
+    Output("segmentation/color", "sensor_msgs/msg/Image", "segmentation"),
+    Output("segmentation/labels", "std_msgs/msg/String", "segmentation"),
+    Output("human_pose/markers", "visualization_msgs/msg/MarkerArray", "human_pose"),
+    Output("human_pose/poses", "geometry_msgs/msg/PoseArray", "human_pose"),
+    Output("caption", "std_msgs/msg/String", "caption"),
+    Output("caption/marker", "visualization_msgs/msg/Marker", "caption"),
+    Output("grid/camera_info", "sensor_msgs/msg/CameraInfo", None),
+    Output(PROCESSED, "std_msgs/msg/Header", None),
+)
+DENSE_TASKS = ("depth", "normals", "segmentation")
+
+
+def camera_topic(camera: str, name: str) -> str:
+    """``name`` under a camera prefix ('' = no prefix)."""
+    return f"{camera.strip('/')}/{name}" if camera.strip("/") else name
+
+
+def outputs_for(tasks: tuple[str, ...]) -> tuple[Output, ...]:
+    """The outputs published when ``tasks`` are enabled."""
+    dense = any(task in DENSE_TASKS for task in tasks)
+    return tuple(
+        out
+        for out in OUTPUTS
+        if out.task in tasks or (out.task is None and (dense or out.topic == PROCESSED))
+    )
