@@ -69,7 +69,7 @@ _ASCII_REPLACEMENTS = {
 
 
 def _check_rgb(image: np.ndarray, what: str = "image") -> np.ndarray:
-    """Return `image` as a contiguous uint8 H×W×3 array or raise a ValueError saying what was wrong."""
+    """Return `image` as a contiguous uint8 H×W×3 array, or raise saying what was wrong."""
     if not isinstance(image, np.ndarray):
         raise TypeError(f"{what} must be a numpy array (uint8 RGB H×W×3), got {type(image).__name__}")
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -110,8 +110,8 @@ def _check_labels(labels: np.ndarray, num_classes: int) -> np.ndarray:
 
 def _check_palette(palette: np.ndarray | Sequence[Sequence[int]]) -> np.ndarray:
     array = np.asarray(palette)
-    if array.ndim != 2 or array.shape[1] != 3 or array.shape[0] == 0:
-        raise ValueError(f"palette must be K×3 RGB rows, got shape {array.shape}")
+    if array.ndim != 2 or array.shape[1] != 3 or not 0 < array.shape[0] <= 65536:
+        raise ValueError(f"palette must be K×3 RGB rows with 1 <= K <= 65536, got shape {array.shape}")
     if not np.issubdtype(array.dtype, np.integer) or array.min() < 0 or array.max() > 255:
         raise ValueError("palette must hold integer RGB values in [0, 255]")
     return array.astype(np.uint8)
@@ -213,10 +213,6 @@ def _text_block(
     return panel
 
 
-def _stack_vertical(top: np.ndarray, bottom: np.ndarray) -> np.ndarray:
-    return np.concatenate([top, bottom], axis=0)
-
-
 # ------------------------------------------------------------------------------------------------ depth
 
 
@@ -267,16 +263,17 @@ def colorize_depth(
         auto_lo, auto_hi = robust_range(depth)
         lo = auto_lo if lo is None else lo
         hi = auto_hi if hi is None else hi
+    if not (np.isfinite(lo) and np.isfinite(hi) and lo <= hi):
+        raise ValueError(f"depth range must be finite with lo <= hi, got lo={lo}, hi={hi}")
     values = depth.astype(np.float32, copy=False)
     span = float(hi) - float(lo)
     scale = 255.0 / span if span > 0 else 0.0
-    with np.errstate(invalid="ignore"):
-        index = np.clip(np.rint((values - np.float32(lo)) * np.float32(scale)), 0, 255)
-    finite = np.isfinite(values)
-    index = np.where(finite, index, 0).astype(np.uint8)  # NaN → 0 before the cast, replaced below
-    rgb = lut[index]
-    if not finite.all():
-        rgb[~finite] = invalid_color
+    # Clip to [lo, hi] first: convertScaleAbs rounds and saturates, but takes |x| of negatives.
+    index = cv2.convertScaleAbs(np.clip(values, lo, max(lo, hi)), alpha=scale, beta=-float(lo) * scale)
+    rgb = cv2.LUT(cv2.merge([index, index, index]), lut.reshape(256, 1, 3))
+    invalid = ~np.isfinite(values)
+    if invalid.any():
+        rgb[invalid] = invalid_color
     return rgb
 
 
@@ -332,31 +329,22 @@ def normals_to_rgb(normals: np.ndarray) -> np.ndarray:
     if normals.shape[2] != 3:
         raise ValueError(f"normals must be H×W×3 (x, y, z per pixel), got shape {normals.shape}")
     values = normals.astype(np.float32, copy=False)
-    finite = np.isfinite(values).all(axis=2)
-    with np.errstate(invalid="ignore"):
-        rgb = np.rint((np.clip(values, -1.0, 1.0) + 1.0) * 127.5)
-    rgb[~finite] = 0
-    return rgb.astype(np.uint8)
+    rgb = cv2.convertScaleAbs(np.clip(values, -1.0, 1.0), alpha=127.5, beta=127.5)  # rounds to nearest
+    finite = np.isfinite(values)
+    if not finite.all():  # the per-pixel reduction is the slow part, so only when needed
+        rgb[~finite.all(axis=2)] = 0
+    return rgb
 
 
 # ----------------------------------------------------------------------------------------- segmentation
-
-
-def _resize_nearest(labels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Nearest-neighbour resize that samples each output pixel's centre (no half-pixel drift)."""
-    if labels.shape == (height, width):
-        return labels
-    rows = ((np.arange(height) + 0.5) * labels.shape[0] / height).astype(np.intp)
-    cols = ((np.arange(width) + 0.5) * labels.shape[1] / width).astype(np.intp)
-    return labels[rows[:, None], cols[None, :]]
 
 
 def present_classes(labels: np.ndarray) -> list[tuple[int, float]]:
     """(class index, pixel share in [0, 1]) for every class present, largest share first."""
     if not isinstance(labels, np.ndarray) or not np.issubdtype(labels.dtype, np.integer) or labels.ndim != 2:
         raise ValueError("labels must be an H×W integer numpy array")
-    if labels.size == 0 or labels.min() < 0:
-        raise ValueError("labels must be non-empty and non-negative class indices")
+    if labels.size == 0 or labels.min() < 0 or labels.max() > 65535:
+        raise ValueError("labels must be non-empty class indices in [0, 65535]")
     counts = np.bincount(labels.ravel())
     present = np.flatnonzero(counts)
     order = present[np.argsort(-counts[present], kind="stable")]
@@ -381,13 +369,19 @@ def segmentation_overlay(
     labels = _check_labels(labels, len(palette))
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-    full = _resize_nearest(labels, image.shape[0], image.shape[1])
-    colours = palette[full]
+    height, width = image.shape[:2]
+    colours, full = palette[labels], labels
+    if labels.shape != (height, width):  # nearest by pixel centre, so small label maps do not drift
+        colours = cv2.resize(colours, (width, height), interpolation=cv2.INTER_NEAREST_EXACT)
+        if boundaries:
+            full = cv2.resize(
+                labels.astype(np.uint16), (width, height), interpolation=cv2.INTER_NEAREST_EXACT
+            )
     if boundaries:
-        edge = np.zeros(full.shape, bool)
+        edge = np.zeros((height, width), np.uint8)
         edge[:, 1:] |= full[:, 1:] != full[:, :-1]
         edge[1:, :] |= full[1:, :] != full[:-1, :]
-        colours[edge] = colours[edge] // 3
+        cv2.copyTo(cv2.convertScaleAbs(colours, alpha=1.0 / 3.0), edge, colours)
     return cv2.addWeighted(image, 1.0 - alpha, colours, alpha, 0.0)
 
 
@@ -466,7 +460,7 @@ def segmentation_panel(
     legend = segmentation_legend(
         labels, names, palette, max_entries=max_entries, row_height=row_height, width=width
     )
-    return _stack_vertical(overlay, legend)
+    return np.concatenate([overlay, legend], axis=0)
 
 
 # ------------------------------------------------------------------------------------------------- pose
@@ -599,7 +593,7 @@ def draw_caption(image: np.ndarray, text: str) -> np.ndarray:
     scale = _font_scale(width)
     pad = max(4, _line_height(scale) // 3)
     lines = _wrap(text if text.strip() else "(empty caption)", width - 2 * pad, scale, _thickness(scale))
-    return _stack_vertical(image, _text_block(lines, width, scale))
+    return np.concatenate([image, _text_block(lines, width, scale)], axis=0)
 
 
 def banner(image: np.ndarray, text: str = RANDOM_WEIGHTS_WARNING) -> np.ndarray:

@@ -76,6 +76,8 @@ def test_depth_rejects_bad_input():
         viz.colorize_depth(np.zeros((4, 4), bool))
     with pytest.raises(ValueError, match="unknown colormap"):
         viz.colorize_depth(np.zeros((4, 4), np.float32), colormap="rainbow-ish")
+    with pytest.raises(ValueError, match="lo <= hi"):
+        viz.colorize_depth(np.zeros((4, 4), np.float32), lo=2.0, hi=1.0)
     with pytest.raises(ValueError, match="percentiles"):
         viz.robust_range(np.zeros((4, 4), np.float32), percentiles=(90, 10))
 
@@ -144,7 +146,7 @@ def test_overlay_darkens_class_boundaries_only():
     labels = np.zeros((10, 10), np.uint8)
     labels[:, 5:] = 1
     out = viz.segmentation_overlay(_gray_image(10, 10), labels, PURE, alpha=1.0)
-    np.testing.assert_array_equal(out[:, 5], np.tile(PURE[1] // 3, (10, 1)))
+    np.testing.assert_array_equal(out[:, 5], np.tile(np.rint(PURE[1] / 3), (10, 1)))
     np.testing.assert_array_equal(out[:, :5], np.tile(PURE[0], (10, 5, 1)))
     np.testing.assert_array_equal(out[:, 6:], np.tile(PURE[1], (10, 4, 1)))
 
@@ -176,6 +178,8 @@ def test_present_classes_are_exactly_the_labels_in_the_map_largest_first():
     shares = viz.present_classes(_labels_with_shares())
     assert [c for c, _ in shares] == [0, 2, 3, 5, 1]
     assert [round(s, 2) for _, s in shares] == [0.4, 0.3, 0.21, 0.07, 0.02]
+    with pytest.raises(ValueError, match="65535"):
+        viz.present_classes(np.array([[0, 70000]]))
 
 
 def test_legend_shows_swatches_of_present_classes_only():
