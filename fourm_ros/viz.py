@@ -451,7 +451,7 @@ def segmentation_panel(
     palette: np.ndarray | Sequence[Sequence[int]],
     *,
     alpha: float = 0.5,
-    max_entries: int = 12,
+    max_entries: int = 8,
 ) -> np.ndarray:
     """`segmentation_overlay` with the legend of present classes in columns below it."""
     overlay = segmentation_overlay(image, labels, palette, alpha=alpha)
