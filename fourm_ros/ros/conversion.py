@@ -25,8 +25,9 @@ from std_msgs.msg import Header
 
 try:  # The system ROS's cv_bridge, if there is one; rosbags-image (a pip dependency) otherwise.
     from cv_bridge import CvBridge
-except ImportError:
+except ImportError as error:
     CvBridge = None
+    _CV_BRIDGE_IMPORT_ERROR = str(error)
 
 MAX_SIDE = 16384
 """Largest accepted image side in pixels; anything larger is a corrupt header, not a camera."""
@@ -50,7 +51,6 @@ _LIBRARY_ENCODING = {"uyvy": "yuv422", "yuyv": "yuv422_yuy2", "mono16": "mono8"}
 """The name handed to the library: the YUV names every cv_bridge release knows; mono16 arrives as mono8."""
 
 LIBRARIES = ("cv_bridge", "rosbags-image")
-DEFAULT_LIBRARY = "cv_bridge" if CvBridge is not None else "rosbags-image"
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -70,6 +70,34 @@ class _PackedImage:
     step: int
     data: np.ndarray
     is_bigendian: int = int(sys.byteorder == "big")
+
+
+@functools.cache
+def _bridge():
+    return CvBridge()
+
+
+def _cv_bridge_problem() -> str:
+    """Why cv_bridge cannot be used here, or "" when it converts a probe image correctly.
+
+    Importing cv_bridge is not enough: its compiled part loads on first use and fails there when the
+    system's build does not match this NumPy (e.g. a NumPy-1 cv_bridge under NumPy 2).
+    """
+    if CvBridge is None:
+        return f"cv_bridge cannot be imported ({_CV_BRIDGE_IMPORT_ERROR})"
+    probe = _PackedImage(height=1, width=2, encoding="bgr8", step=6, data=np.arange(6, dtype=np.uint8)[None])
+    try:
+        converted = _bridge().imgmsg_to_cv2(probe, desired_encoding="rgb8")
+    except Exception as error:  # any failure of the system library means: use the fallback
+        return f"cv_bridge does not work here ({type(error).__name__}: {error})"
+    if not np.array_equal(converted, [[[2, 1, 0], [5, 4, 3]]]):
+        return "cv_bridge converted a probe image wrongly"
+    return ""
+
+
+CV_BRIDGE_PROBLEM = _cv_bridge_problem()
+DEFAULT_LIBRARY = "rosbags-image" if CV_BRIDGE_PROBLEM else "cv_bridge"
+"""cv_bridge when the system ROS provides a working one, else rosbags-image; log it at start-up."""
 
 
 def copy_header(header: Header) -> Header:
@@ -132,8 +160,11 @@ def image_to_rgb(
     """
     if library not in LIBRARIES:
         raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
-    if library == "cv_bridge" and CvBridge is None:
-        raise ValueError("library 'cv_bridge' is not available here (no system ROS cv_bridge to import)")
+    if library == "cv_bridge" and CV_BRIDGE_PROBLEM:
+        raise ValueError(f"library 'cv_bridge' is not available: {CV_BRIDGE_PROBLEM}")
+    low, high = mono16_range
+    if not 0 <= low < high <= 65535:
+        raise ValueError(f"mono16_range must satisfy 0 <= low < high <= 65535, got {mono16_range}")
     bytes_per_pixel = validate_image(msg)
     raw = np.frombuffer(msg.data, dtype=np.uint8, count=msg.step * msg.height).reshape(msg.height, msg.step)
     rows = raw[:, : msg.width * bytes_per_pixel]
@@ -156,18 +187,15 @@ def image_to_rgb(
     return rgb
 
 
+@functools.lru_cache(maxsize=4)
+def _mono16_table(low: int, high: int) -> np.ndarray:
+    """uint8 level for every 16-bit value: (v - low)·255/(high - low), rounded, clipped to 0..255."""
+    values = np.clip(np.arange(65536, dtype=np.float64), low, high)
+    return np.floor((values - low) * (255.0 / (high - low)) + 0.5).astype(np.uint8)
+
+
 def _mono16_to_mono8(rows: np.ndarray, big_endian: bool, value_range: tuple[int, int]) -> np.ndarray:
-    low, high = value_range
-    if not 0 <= low < high <= 65535:
-        raise ValueError(f"mono16_range must satisfy 0 <= low < high <= 65535, got {value_range}")
-    values = rows.view(">u2" if big_endian else "<u2").astype(np.float32)
-    scaled = (np.clip(values, low, high) - low) * np.float32(255.0 / (high - low))
-    return np.rint(scaled).astype(np.uint8)
-
-
-@functools.cache
-def _bridge():
-    return CvBridge()
+    return _mono16_table(*value_range)[rows.view(">u2" if big_endian else "<u2")]
 
 
 def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:

@@ -3,6 +3,7 @@
 import array
 import importlib.util
 import sys
+import types
 
 import cv2
 import numpy as np
@@ -297,10 +298,54 @@ def test_without_cv_bridge_the_rosbags_image_path_is_used():
     if importlib.util.find_spec("cv_bridge") is not None:
         pytest.skip("cv_bridge is installed here; the fallback is not the default")
     assert conversion.DEFAULT_LIBRARY == "rosbags-image"
-    with pytest.raises(ValueError, match="'cv_bridge' is not available"):
+    assert conversion.CV_BRIDGE_PROBLEM.startswith("cv_bridge cannot be imported")
+    with pytest.raises(ValueError, match="'cv_bridge' is not available: cv_bridge cannot be imported"):
         image_to_rgb(_message("rgb8", _rgb().reshape(HEIGHT, -1)), library="cv_bridge")
     with pytest.raises(ValueError, match="library must be one of"):
         image_to_rgb(_message("rgb8", _rgb().reshape(HEIGHT, -1)), library="pillow")
+
+
+class _WorkingBridge:
+    """Converts the tight rows it is given with OpenCV, as cv_bridge does (only what the probe needs)."""
+
+    def imgmsg_to_cv2(self, msg, desired_encoding):
+        assert (msg.encoding, desired_encoding, msg.is_bigendian) == ("bgr8", "rgb8", sys.byteorder == "big")
+        pixels = np.ndarray((msg.height, msg.width, 3), np.uint8, buffer=msg.data)
+        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+
+
+class _BrokenBridge:
+    """Imports, then fails on first use, like a cv_bridge built against another NumPy."""
+
+    def imgmsg_to_cv2(self, msg, desired_encoding):
+        raise ImportError("numpy.core.multiarray failed to import")
+
+
+def _conversion_with_cv_bridge(monkeypatch, bridge_class):
+    """A private copy of the conversion module that imports ``bridge_class`` as cv_bridge.CvBridge."""
+    fake = types.ModuleType("cv_bridge")
+    fake.CvBridge = bridge_class
+    monkeypatch.setitem(sys.modules, "cv_bridge", fake)
+    spec = importlib.util.spec_from_file_location("conversion_with_fake_cv_bridge", conversion.__file__)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up while executing
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_working_cv_bridge_is_preferred(monkeypatch):
+    module = _conversion_with_cv_bridge(monkeypatch, _WorkingBridge)
+    assert module.DEFAULT_LIBRARY == "cv_bridge" and module.CV_BRIDGE_PROBLEM == ""
+
+
+def test_a_cv_bridge_that_fails_on_first_use_falls_back_to_rosbags_image(monkeypatch):
+    module = _conversion_with_cv_bridge(monkeypatch, _BrokenBridge)
+    assert module.DEFAULT_LIBRARY == "rosbags-image"
+    assert "cv_bridge does not work here (ImportError: numpy.core.multiarray" in module.CV_BRIDGE_PROBLEM
+    rgb = _rgb()
+    np.testing.assert_array_equal(
+        module.image_to_rgb(_message("bgr8", rgb[..., ::-1].reshape(HEIGHT, -1))), rgb
+    )
 
 
 def test_cv_bridge_and_rosbags_image_give_identical_frames():
