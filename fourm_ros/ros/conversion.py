@@ -1,7 +1,7 @@
 """Camera messages to frames (H×W×3 uint8 RGB) and pipeline results to image messages.
 
 Colour conversion is delegated to a maintained library: ``cv_bridge`` when the system ROS provides it,
-otherwise ``rosbags-image`` (both end in OpenCV's ``cvtColor``, so they give identical arrays). What those
+otherwise ``rosbags-image`` (both apply OpenCV's ``cvtColor`` to the same bytes, so they agree). What those
 libraries do not do reliably is done here, before they see the data: every field of the message is
 validated (a malformed message must not become a crash or a garbage frame), row padding in ``step`` is
 removed (rosbags-image ignores ``step``; cv_bridge mishandles padding that is not a whole number of
