@@ -1,0 +1,245 @@
+"""Runtime statistics of the node and their ``/diagnostics`` message.
+
+:class:`PipelineStats` is plain Python: the worker thread records what happens to each frame, a timer
+reads it, and one lock keeps both consistent. Only :meth:`PipelineStats.to_diagnostic_array` touches
+diagnostic_msgs. Levels: ERROR when the pipeline's last attempt failed; WARN when the outputs cannot be
+trusted or the input is unhealthy (random weights, no or stale input, zero or future stamps, recent bad
+messages); OK otherwise. Dropped frames alone are not a warning: with a depth-1 input the newest frame
+replaces one the worker had no time for, by design.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
+
+
+@dataclass(frozen=True)
+class Rolling:
+    """Mean and max of the last ``count`` values of one quantity."""
+
+    count: int
+    mean: float
+    max: float
+    last: float
+
+
+def _rolling(values: deque) -> Rolling | None:
+    if not values:
+        return None
+    return Rolling(len(values), sum(values) / len(values), max(values), values[-1])
+
+
+@dataclass(frozen=True)
+class StatsSnapshot:
+    """A consistent copy of the statistics at one instant."""
+
+    backend: str
+    model: str
+    random_weights: bool
+    received: int
+    processed: int
+    dropped: int
+    bad: Mapping[str, int]
+    last_bad_reason: str
+    seconds_since_bad: float | None
+    seconds_since_input: float | None
+    zero_stamps: int
+    stamp_age: Rolling | None
+    latency: Mapping[str, Rolling]
+    rate_hz: float
+    last_error: str
+    failing: bool
+
+    @property
+    def bad_total(self) -> int:
+        return sum(self.bad.values())
+
+
+class PipelineStats:
+    """Counters, rolling latencies and input health of a running node (thread-safe).
+
+    ``received`` counts every input message; ``bad`` (by reason), ``dropped`` and ``processed`` are what
+    became of them. ``window`` values are kept per rolling quantity; ``stale_after_s`` is the input stamp
+    age that counts as stale; ``silence_s`` how long without input is a warning; ``recent_s`` how long a
+    bad message keeps the status at WARN and the span the output rate is measured over. ``clock`` is a
+    monotonic clock in seconds (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        window: int = 100,
+        stale_after_s: float = 1.0,
+        silence_s: float = 5.0,
+        recent_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window must be >= 1 values, got {window}")
+        if min(stale_after_s, silence_s, recent_s) <= 0:
+            raise ValueError("stale_after_s, silence_s and recent_s must be > 0 seconds")
+        self.window, self.stale_after_s, self.silence_s, self.recent_s = (
+            window,
+            stale_after_s,
+            silence_s,
+            recent_s,
+        )
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._backend = self._model = ""
+        self._random_weights = False
+        self._received = self._processed = self._dropped = self._zero_stamps = 0
+        self._bad: Counter[str] = Counter()
+        self._last_bad_reason = ""
+        self._last_bad_time: float | None = None
+        self._last_input_time: float | None = None
+        self._stamp_age: deque[float] = deque(maxlen=window)
+        self._latency: dict[str, deque[float]] = {}
+        self._processed_times: deque[float] = deque(maxlen=window)
+        self._last_error = ""
+        self._last_error_time: float | None = None
+
+    def set_engine(self, backend: str, model: str, random_weights: bool) -> None:
+        """What is running: reported as key/values, and random weights make the status WARN."""
+        with self._lock:
+            self._backend, self._model, self._random_weights = backend, model, bool(random_weights)
+
+    def input_received(self, stamp_s: float, now_s: float) -> None:
+        """A message arrived with header stamp ``stamp_s``; ``now_s`` is the node clock (sim time aware)."""
+        with self._lock:
+            self._received += 1
+            self._last_input_time = self.clock()
+            if stamp_s == 0:
+                self._zero_stamps += 1
+            else:
+                self._stamp_age.append(now_s - stamp_s)
+
+    def bad_message(self, reason: str) -> None:
+        """A received message could not be used; ``reason`` is a short category ("bad encoding", ...)."""
+        with self._lock:
+            self._bad[reason] += 1
+            self._last_bad_reason = reason
+            self._last_bad_time = self.clock()
+
+    def frame_dropped(self) -> None:
+        """A valid frame was replaced by a newer one before the worker got to it."""
+        with self._lock:
+            self._dropped += 1
+
+    def frame_processed(self, stage_seconds: Mapping[str, float]) -> None:
+        """A frame went through the pipeline; ``stage_seconds`` maps stage name → wall time in seconds."""
+        with self._lock:
+            self._processed += 1
+            self._processed_times.append(self.clock())
+            for stage, seconds in stage_seconds.items():
+                self._latency.setdefault(stage, deque(maxlen=self.window)).append(float(seconds))
+
+    def pipeline_failed(self, error: str) -> None:
+        """The pipeline raised on a frame; the status is ERROR until a frame succeeds again."""
+        with self._lock:
+            self._last_error = error
+            self._last_error_time = self.clock()
+
+    def snapshot(self) -> StatsSnapshot:
+        with self._lock:
+            now = self.clock()
+            recent = [t for t in self._processed_times if t >= now - self.recent_s]
+            span = recent[-1] - recent[0] if len(recent) > 1 else 0.0
+            last_ok = self._processed_times[-1] if self._processed_times else None
+            return StatsSnapshot(
+                backend=self._backend,
+                model=self._model,
+                random_weights=self._random_weights,
+                received=self._received,
+                processed=self._processed,
+                dropped=self._dropped,
+                bad=dict(self._bad),
+                last_bad_reason=self._last_bad_reason,
+                seconds_since_bad=None if self._last_bad_time is None else now - self._last_bad_time,
+                seconds_since_input=None if self._last_input_time is None else now - self._last_input_time,
+                zero_stamps=self._zero_stamps,
+                stamp_age=_rolling(self._stamp_age),
+                latency={stage: _rolling(values) for stage, values in sorted(self._latency.items())},
+                rate_hz=(len(recent) - 1) / span if span > 0 else 0.0,
+                last_error=self._last_error,
+                failing=self._last_error_time is not None
+                and (last_ok is None or self._last_error_time >= last_ok),
+            )
+
+    def status(self, snapshot: StatsSnapshot | None = None) -> tuple[int, str]:
+        """(level, message) for ``snapshot`` (a fresh one by default); see the module doc for the rules."""
+        snap = snapshot or self.snapshot()
+        problems: list[tuple[int, str]] = []
+        if snap.failing:
+            problems.append((ERROR, f"pipeline failing: {snap.last_error}"))
+        if snap.random_weights:
+            problems.append((WARN, "random weights: outputs are meaningless"))
+        if snap.seconds_since_input is None:
+            problems.append((WARN, "no input received yet"))
+        elif snap.seconds_since_input > self.silence_s:
+            problems.append((WARN, f"no input for {snap.seconds_since_input:.1f} s"))
+        if snap.seconds_since_bad is not None and snap.seconds_since_bad <= self.recent_s:
+            problems.append((WARN, f"bad input: {snap.last_bad_reason} ({snap.bad_total} in total)"))
+        if snap.zero_stamps:
+            problems.append((WARN, f"{snap.zero_stamps} input messages have a zero stamp (driver bug?)"))
+        if snap.stamp_age is not None:
+            if snap.stamp_age.last > self.stale_after_s:
+                problems.append((WARN, f"stale input: stamp is {snap.stamp_age.last:.2f} s old"))
+            elif snap.stamp_age.last < -self.stale_after_s:
+                problems.append(
+                    (
+                        WARN,
+                        f"input stamp is {-snap.stamp_age.last:.2f} s in the future (clock or use_sim_time?)",
+                    )
+                )
+        if not problems:
+            return OK, f"running at {snap.rate_hz:.1f} Hz"
+        return max(level for level, _ in problems), "; ".join(message for _, message in problems)
+
+    def to_diagnostic_array(self, stamp: Time, node_name: str) -> DiagnosticArray:
+        """One ``DiagnosticStatus`` named ``<node_name>: pipeline`` with the level and every figure."""
+        snap = self.snapshot()
+        level, message = self.status(snap)
+        values = [
+            ("backend", snap.backend),
+            ("model", snap.model),
+            ("random weights", str(snap.random_weights).lower()),
+            ("frames received", snap.received),
+            ("frames processed", snap.processed),
+            ("frames dropped (busy)", snap.dropped),
+            ("bad messages", snap.bad_total),
+            *((f"bad messages: {reason}", count) for reason, count in sorted(snap.bad.items())),
+            ("input stamps zero", snap.zero_stamps),
+            ("output rate (Hz)", f"{snap.rate_hz:.2f}"),
+        ]
+        if snap.stamp_age is not None:
+            values += [
+                ("input stamp age (s)", f"{snap.stamp_age.last:.3f}"),
+                ("input stamp age mean (s)", f"{snap.stamp_age.mean:.3f}"),
+                ("input stamp age max (s)", f"{snap.stamp_age.max:.3f}"),
+            ]
+        for stage, latency in snap.latency.items():
+            values += [
+                (f"latency {stage} mean (ms)", f"{latency.mean * 1e3:.1f}"),
+                (f"latency {stage} max (ms)", f"{latency.max * 1e3:.1f}"),
+            ]
+        if snap.last_error:
+            values.append(("last error", snap.last_error))
+        status = DiagnosticStatus(
+            level=level,
+            name=f"{node_name}: pipeline",
+            message=message,
+            hardware_id=snap.backend,
+            values=[KeyValue(key=key, value=str(value)) for key, value in values],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = stamp
+        return array
