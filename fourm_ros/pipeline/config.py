@@ -2,14 +2,16 @@
 
 The same file serves both: ``config/perception.yaml`` is a ROS 2 parameters file whose
 ``ros__parameters`` hold the pipeline keys below plus a ``ros`` section that only the node reads.
-Every value is validated here, so a typo or an out-of-range value is reported with the allowed values
-instead of surfacing later as a wrong result.
+Each setting carries its documentation and its allowed values as data (:func:`setting`), so that
+validation here, the node's parameter descriptors and ``--help`` texts all come from one place, and a typo
+or an out-of-range value is reported with what is allowed instead of surfacing later as a wrong result.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, get_type_hints
@@ -17,15 +19,6 @@ from typing import Any, get_type_hints
 import yaml
 
 DEFAULT_MODEL = "EPFL-VILAB/4M-21_B"
-DEFAULT_TOKENIZERS = {
-    "depth": "EPFL-VILAB/4M_tokenizers_depth_8k_224-448",
-    "normals": "EPFL-VILAB/4M_tokenizers_normal_8k_224-448",
-    "segmentation": "EPFL-VILAB/4M_tokenizers_semseg_4k_224-448",
-    "human_pose": "EPFL-VILAB/4M_tokenizers_human-poses_1k_8",
-}
-BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
-DTYPES = ("float32", "bfloat16", "float16")
-PRECISIONS = ("fp16", "fp32")
 NODE_SECTION = "ros"
 """Key of the node-only settings inside a shared parameters file; the pipeline ignores it."""
 
@@ -34,81 +27,53 @@ class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type or out of range; the message names it."""
 
 
+def setting(
+    default: Any,
+    doc: str,
+    *,
+    choices: tuple | None = None,
+    minimum: float | None = None,
+    maximum: float | None = None,
+) -> Any:
+    """A documented dataclass field with its allowed values."""
+    return field(
+        default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum}
+    )
+
+
 def _check(condition: bool, path: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{path}: {message}")
 
 
 @dataclass(frozen=True)
-class SamplingConfig:
-    """How tokens are drawn from logits; temperature 0 is argmax (deterministic)."""
-
-    temperature: float = 0.0
-    top_k: int = 0
-    top_p: float = 1.0
-
-    def validate(self, path: str) -> None:
-        _check(self.temperature >= 0, f"{path}.temperature", f"must be >= 0, got {self.temperature}")
-        _check(self.top_k >= 0, f"{path}.top_k", f"must be >= 0 (0 = off), got {self.top_k}")
-        _check(0 < self.top_p <= 1, f"{path}.top_p", f"must be in (0, 1] (1 = off), got {self.top_p}")
-
-
-@dataclass(frozen=True)
-class DenseDecodingConfig(SamplingConfig):
-    """Decoding of the image-like targets (depth, normals, segmentation tokens).
-
-    ``steps`` 1 predicts all 196 tokens in one batched decoder pass (the fast path); more steps use
-    ROAR/MaskGIT re-encoding. ``cfg_scale`` 1 disables classifier-free guidance (which doubles the cost).
-    """
-
-    steps: int = 1
-    scheme: str = "roar"
-    cfg_scale: float = 1.0
-    seed: int = 0
-
-    def validate(self, path: str) -> None:
-        super().validate(path)
-        _check(1 <= self.steps <= 196, f"{path}.steps", f"must be in 1..196, got {self.steps}")
-        _check(
-            self.scheme in ("roar", "maskgit"),
-            f"{path}.scheme",
-            f"must be roar or maskgit, got {self.scheme!r}",
-        )
-        _check(self.cfg_scale >= 0, f"{path}.cfg_scale", f"must be >= 0, got {self.cfg_scale}")
-
-
-@dataclass(frozen=True)
 class DiffusionTaskConfig:
-    """Depth or normals: the DiVAE decoder runs ``diffusion_steps`` DDIM steps (1 = its x0 prediction)."""
+    """Depth or normals, decoded by the DiVAE diffusion decoder."""
 
-    enabled: bool = True
-    diffusion_steps: int = 1
-    seed: int = 0
-
-    def validate(self, path: str) -> None:
-        _check(1 <= self.diffusion_steps <= 1000, f"{path}.diffusion_steps", "must be in 1..1000")
+    enabled: bool = setting(True, "publish/compute this output")
+    diffusion_steps: int = setting(
+        1, "DDIM steps; 1 = the decoder's direct x0 prediction (fastest)", minimum=1, maximum=1000
+    )
+    seed: int = setting(0, "seed of the diffusion noise (results repeat exactly)", minimum=0)
 
 
 @dataclass(frozen=True)
 class SegmentationTaskConfig:
-    enabled: bool = True
-
-    def validate(self, path: str) -> None:
-        pass
+    enabled: bool = setting(True, "publish/compute semantic segmentation (COCO panoptic, 133 classes)")
 
 
 @dataclass(frozen=True)
-class SequenceTaskConfig(SamplingConfig):
+class SequenceTaskConfig:
     """Caption or human poses: autoregressive decoding, run every ``every_n_frames`` frames."""
 
-    enabled: bool = True
-    every_n_frames: int = 1
-    max_tokens: int = 64
-
-    def validate(self, path: str) -> None:
-        super().validate(path)
-        _check(self.every_n_frames >= 1, f"{path}.every_n_frames", "must be >= 1")
-        _check(1 <= self.max_tokens <= 512, f"{path}.max_tokens", "must be in 1..512")
+    enabled: bool = setting(True, "publish/compute this output")
+    every_n_frames: int = setting(
+        1, "decode on every n-th frame only (autoregression is the slow part)", minimum=1
+    )
+    max_tokens: int = setting(64, "longest generated sequence in tokens", minimum=1, maximum=512)
+    temperature: float = setting(0.0, "sampling temperature; 0 = greedy (deterministic)", minimum=0.0)
+    top_k: int = setting(0, "sample from the k most likely tokens; 0 = off", minimum=0)
+    top_p: float = setting(1.0, "nucleus sampling mass; 1 = off", minimum=1e-6, maximum=1.0)
 
 
 @dataclass(frozen=True)
@@ -119,124 +84,182 @@ class TasksConfig:
     human_pose: SequenceTaskConfig = field(default_factory=lambda: SequenceTaskConfig(max_tokens=275))
     caption: SequenceTaskConfig = field(default_factory=SequenceTaskConfig)
 
-    def validate(self, path: str) -> None:
-        for item in fields(self):
-            getattr(self, item.name).validate(f"{path}.{item.name}")
-
     @property
     def enabled(self) -> tuple[str, ...]:
         return tuple(item.name for item in fields(self) if getattr(self, item.name).enabled)
 
 
 @dataclass(frozen=True)
+class DenseDecodingConfig:
+    """Decoding of the image-like targets (depth, normals and segmentation tokens)."""
+
+    steps: int = setting(
+        1, "1 = all tokens in one batched decoder pass; more = ROAR/MaskGIT steps", minimum=1, maximum=196
+    )
+    scheme: str = setting("roar", "token schedule when steps > 1", choices=("roar", "maskgit"))
+    temperature: float = setting(0.0, "sampling temperature; 0 = argmax", minimum=0.0)
+    top_k: int = setting(0, "sample from the k most likely tokens; 0 = off", minimum=0)
+    top_p: float = setting(1.0, "nucleus sampling mass; 1 = off", minimum=1e-6, maximum=1.0)
+    cfg_scale: float = setting(
+        1.0, "classifier-free guidance; 1 = off (2.0 as in ml-4m's demo doubles the cost)", minimum=0.0
+    )
+    seed: int = setting(0, "seed for sampled dense decoding", minimum=0)
+
+
+@dataclass(frozen=True)
 class TokenizersConfig:
     """Where each tokenizer decoder's checkpoint comes from (hub repo id or local directory)."""
 
-    depth: str = DEFAULT_TOKENIZERS["depth"]
-    normals: str = DEFAULT_TOKENIZERS["normals"]
-    segmentation: str = DEFAULT_TOKENIZERS["segmentation"]
-    human_pose: str = DEFAULT_TOKENIZERS["human_pose"]
-
-    def validate(self, path: str) -> None:
-        for item in fields(self):
-            _check(bool(getattr(self, item.name)), f"{path}.{item.name}", "must not be empty")
+    depth: str = setting("EPFL-VILAB/4M_tokenizers_depth_8k_224-448", "depth DiVAE tokenizer")
+    normals: str = setting("EPFL-VILAB/4M_tokenizers_normal_8k_224-448", "surface-normal DiVAE tokenizer")
+    segmentation: str = setting("EPFL-VILAB/4M_tokenizers_semseg_4k_224-448", "semantic-segmentation VQ-VAE")
+    human_pose: str = setting("EPFL-VILAB/4M_tokenizers_human-poses_1k_8", "human-pose (SMPL) tokenizer")
 
 
 @dataclass(frozen=True)
 class EnginesConfig:
     """TensorRT engine building and caching (see engines/README.md)."""
 
-    cache_dir: str = "~/.cache/fourm_ros/engines"
-    precision: str = "fp16"
-    workspace_mb: int = 2048
-    allow_unverified_fp16: bool = False
-
-    def validate(self, path: str) -> None:
-        _check(self.precision in PRECISIONS, f"{path}.precision", f"must be one of {PRECISIONS}")
-        _check(self.workspace_mb >= 64, f"{path}.workspace_mb", "must be >= 64")
-        _check(
-            not Path(self.cache_dir).expanduser().resolve().is_relative_to("/tmp"),
-            f"{path}.cache_dir",
-            "must be a persistent directory, not under /tmp (engines take minutes to build)",
-        )
+    cache_dir: str = setting("~/.cache/fourm_ros/engines", "persistent engine cache (never /tmp)")
+    precision: str = setting("fp16", "TensorRT build precision", choices=("fp16", "fp32"))
+    workspace_mb: int = setting(2048, "TensorRT builder workspace limit in MiB", minimum=64)
+    allow_unverified_fp16: bool = setting(
+        False, "use an fp16 engine even if it failed the fp16-vs-fp32 check"
+    )
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
     """Everything the pipeline needs to run; see config/perception.yaml for the documented defaults."""
 
-    model: str = DEFAULT_MODEL
+    model: str = setting(
+        DEFAULT_MODEL, "4M-21 checkpoint: hub repo id (EPFL-VILAB/4M-21_B|_L|_XL) or local directory"
+    )
     tokenizers: TokenizersConfig = field(default_factory=TokenizersConfig)
-    cache_dir: str | None = None
-    offline: bool = False
-    random_weights: bool = False
-    backend: str = "auto"
-    device: str = "cpu"
-    dtype: str = "float32"
-    threads: int = 0
+    cache_dir: str | None = setting(None, "Hugging Face cache directory; empty = the hub's default")
+    offline: bool = setting(False, "never contact the hub; use cached or local checkpoints only")
+    random_weights: bool = setting(
+        False, "run WITHOUT real weights (outputs meaningless; flagged everywhere)"
+    )
+    backend: str = setting(
+        "auto",
+        "inference backend; auto picks the best available",
+        choices=("auto", "torch", "onnxruntime", "tensorrt"),
+    )
+    device: str = setting("cpu", "cpu, cuda or cuda:N")
+    dtype: str = setting("float32", "torch compute dtype", choices=("float32", "bfloat16", "float16"))
+    threads: int = setting(0, "CPU threads for torch / ONNX Runtime; 0 = library default", minimum=0)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     dense_decoding: DenseDecodingConfig = field(default_factory=DenseDecodingConfig)
     engines: EnginesConfig = field(default_factory=EnginesConfig)
 
     def validate(self) -> PipelineConfig:
+        """Checks that span fields or need more than a range (per-field checks run in from_dict)."""
         _check(bool(self.model), "model", "must name a hub repo id or a local directory")
-        _check(self.backend in BACKENDS, "backend", f"must be one of {BACKENDS}, got {self.backend!r}")
-        _check(self.dtype in DTYPES, "dtype", f"must be one of {DTYPES}, got {self.dtype!r}")
         _check(
-            self.device == "cpu" or self.device.startswith("cuda"),
+            self.device == "cpu"
+            or self.device == "cuda"
+            or (self.device.startswith("cuda:") and self.device[5:].isdigit()),
             "device",
             f"must be cpu, cuda or cuda:N, got {self.device!r}",
         )
-        _check(self.threads >= 0, "threads", "must be >= 0 (0 = library default)")
         _check(bool(self.tasks.enabled), "tasks", "at least one task must be enabled")
-        for name in ("tokenizers", "tasks", "dense_decoding", "engines"):
-            getattr(self, name).validate(name)
+        _check(
+            not Path(self.engines.cache_dir).expanduser().resolve().is_relative_to("/tmp"),
+            "engines.cache_dir",
+            "must be a persistent directory, not under /tmp (engines take minutes to build)",
+        )
+        for item in fields(self.tokenizers):
+            _check(bool(getattr(self.tokenizers, item.name)), f"tokenizers.{item.name}", "must not be empty")
         return self
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> PipelineConfig:
-        """Build and validate from nested mappings; unknown keys and wrong types are errors."""
+        """Build and validate from nested mappings; unknown keys, wrong types and bad values are errors."""
         values = {key: value for key, value in (data or {}).items() if key != NODE_SECTION}
-        return _build(cls, values, "").validate()
+        return build(cls, values).validate()
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> PipelineConfig:
         """Read a plain YAML mapping or a ROS 2 parameters file (the first ``ros__parameters`` found)."""
-        try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except OSError as error:
-            raise ConfigError(f"cannot read configuration file {path}: {error}") from error
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path} is not valid YAML: {error}") from error
-        return cls.from_dict(ros_parameters(data) if data else {})
+        return cls.from_dict(read_yaml(path))
 
     def replace(self, **changes: Any) -> PipelineConfig:
-        """A copy with top-level fields changed (validated)."""
-        return dataclasses.replace(self, **changes).validate()
+        """A copy with top-level fields changed, validated like from_dict."""
+        return PipelineConfig.from_dict({**self.to_dict(), **changes})
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """The settings mapping of a YAML file: a plain mapping, or the ``ros__parameters`` of a ROS 2
+    parameters file."""
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ConfigError(f"cannot read configuration file {path}: {error}") from error
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path} is not valid YAML: {error}") from error
+    return ros_parameters(data) if data else {}
+
+
 def ros_parameters(data: Any) -> dict[str, Any]:
     """The ``ros__parameters`` mapping of a ROS 2 parameters file, or ``data`` itself if it is plain."""
-    if isinstance(data, dict):
-        if "ros__parameters" in data:
-            return data["ros__parameters"]
-        for value in data.values():
-            if isinstance(value, dict) and "ros__parameters" in value:
-                return value["ros__parameters"]
-        return data
-    raise ConfigError(f"a configuration must be a mapping, got {type(data).__name__}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"a configuration must be a mapping, got {type(data).__name__}")
+    if "ros__parameters" in data:
+        return data["ros__parameters"]
+    for value in data.values():
+        if isinstance(value, dict) and "ros__parameters" in value:
+            return value["ros__parameters"]
+    return data
 
 
-def _build(cls: type, values: Any, path: str) -> Any:
+@dataclass(frozen=True)
+class SettingInfo:
+    """One leaf setting of a schema, for parameter declarations and help texts."""
+
+    path: str
+    kind: type
+    default: Any
+    doc: str
+    choices: tuple | None
+    minimum: float | None
+    maximum: float | None
+
+
+def leaf_settings(schema: type, prefix: str = "") -> Iterator[SettingInfo]:
+    """Every leaf setting of a schema dataclass, depth first, with dotted paths."""
+    hints = get_type_hints(schema)
+    defaults = schema()
+    for item in fields(schema):
+        path = f"{prefix}{item.name}"
+        hint = hints[item.name]
+        if dataclasses.is_dataclass(hint):
+            yield from leaf_settings(hint, f"{path}.")
+            continue
+        meta = item.metadata
+        kind = str if hint == str | None else hint
+        yield SettingInfo(
+            path,
+            kind,
+            getattr(defaults, item.name),
+            meta.get("doc", ""),
+            meta.get("choices"),
+            meta.get("minimum"),
+            meta.get("maximum"),
+        )
+
+
+def build(schema: type, values: Any, path: str = "") -> Any:
+    """An instance of ``schema`` from nested mappings; every value is type- and range-checked."""
     where = path or "configuration"
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: expected a mapping, got {values!r}")
-    hints = get_type_hints(cls)
-    known = {item.name for item in fields(cls)}
-    unknown = sorted(set(values) - known)
+    hints = get_type_hints(schema)
+    known = {item.name: item for item in fields(schema)}
+    unknown = sorted(set(values) - set(known))
     if unknown:
         raise ConfigError(f"{where}: unknown keys {unknown}; known keys: {sorted(known)}")
     kwargs = {}
@@ -244,10 +267,11 @@ def _build(cls: type, values: Any, path: str) -> Any:
         key = f"{path}.{name}" if path else name
         hint = hints[name]
         if dataclasses.is_dataclass(hint):
-            kwargs[name] = _build(hint, value, key)
+            kwargs[name] = build(hint, value, key)
         else:
             kwargs[name] = _coerce(hint, value, key)
-    return cls(**kwargs)
+            _check_allowed(known[name].metadata, kwargs[name], key)
+    return schema(**kwargs)
 
 
 def _coerce(hint: Any, value: Any, path: str) -> Any:
@@ -270,4 +294,21 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         value = float(value)
     elif hint is str:
         _check(isinstance(value, str), path, f"must be a string, got {value!r}")
+    elif getattr(hint, "__origin__", None) is tuple:
+        _check(isinstance(value, (list, tuple)), path, f"must be a list, got {value!r}")
+        value = tuple(_coerce(hint.__args__[0], item, f"{path}[{i}]") for i, item in enumerate(value))
     return value
+
+
+def _check_allowed(meta: Any, value: Any, path: str) -> None:
+    if value is None:
+        return
+    choices, minimum, maximum = meta.get("choices"), meta.get("minimum"), meta.get("maximum")
+    if choices is not None:
+        _check(value in choices, path, f"must be one of {list(choices)}, got {value!r}")
+    if minimum is not None and maximum is not None:
+        _check(minimum <= value <= maximum, path, f"must be in [{minimum}, {maximum}], got {value!r}")
+    elif minimum is not None:
+        _check(value >= minimum, path, f"must be >= {minimum}, got {value!r}")
+    elif maximum is not None:
+        _check(value <= maximum, path, f"must be <= {maximum}, got {value!r}")
