@@ -229,27 +229,20 @@ class SettingInfo:
     maximum: float | None
 
 
-def leaf_settings(schema: type, prefix: str = "") -> Iterator[SettingInfo]:
-    """Every leaf setting of a schema dataclass, depth first, with dotted paths."""
+def leaf_settings(schema: type, prefix: str = "", defaults: Any = None) -> Iterator[SettingInfo]:
+    """Every leaf setting of a schema dataclass, depth first, with dotted paths and effective defaults."""
     hints = get_type_hints(schema)
-    defaults = schema()
+    defaults = schema() if defaults is None else defaults
     for item in fields(schema):
         path = f"{prefix}{item.name}"
         hint = hints[item.name]
+        default = getattr(defaults, item.name)
         if dataclasses.is_dataclass(hint):
-            yield from leaf_settings(hint, f"{path}.")
+            yield from leaf_settings(hint, f"{path}.", default)
             continue
         meta = item.metadata
         kind = str if hint == str | None else hint
-        yield SettingInfo(
-            path,
-            kind,
-            getattr(defaults, item.name),
-            meta.get("doc", ""),
-            meta.get("choices"),
-            meta.get("minimum"),
-            meta.get("maximum"),
-        )
+        yield SettingInfo(path, kind, default, meta["doc"], meta["choices"], meta["minimum"], meta["maximum"])
 
 
 def build(schema: type, values: Any, path: str = "") -> Any:

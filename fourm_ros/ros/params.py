@@ -1,0 +1,131 @@
+"""perception_node's parameters: the pipeline schema plus the node-only ``ros.*`` settings.
+
+Every leaf of both schemas is declared as a ROS parameter with its documentation, type and range taken
+from the schema (fourm_ros.pipeline.config.setting), then read back and validated by the same code the CLI
+uses, so a bad value stops the node at start-up with a message naming the parameter.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.node import Node
+
+from fourm_ros.pipeline.config import NODE_SECTION, ConfigError, PipelineConfig, build, leaf_settings, setting
+from fourm_ros.ros.qos import DURABILITY, PRESETS, RELIABILITY, make_qos
+
+
+@dataclass(frozen=True)
+class QosSettings:
+    """Overrides of one QoS role; empty / 0 keep the role's default (see fourm_ros/ros/qos.py)."""
+
+    preset: str = setting("", "start from a named profile", choices=("", *PRESETS))
+    reliability: str = setting("", "override reliability", choices=("", *RELIABILITY))
+    depth: int = setting(0, "override keep-last depth; 0 = default", minimum=0, maximum=1000)
+    durability: str = setting("", "override durability", choices=("", *DURABILITY))
+
+    def profile(self, role: str):
+        return make_qos(
+            role,
+            preset=self.preset,
+            reliability=self.reliability,
+            depth=self.depth,
+            durability=self.durability,
+        )
+
+
+@dataclass(frozen=True)
+class QosConfig:
+    input: QosSettings = field(default_factory=QosSettings)
+    output: QosSettings = field(default_factory=QosSettings)
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """Settings only the ROS node uses (the ``ros`` section of config/perception.yaml)."""
+
+    input: str = setting(
+        "raw",
+        "subscribe to image (sensor_msgs/Image) or image/compressed (CompressedImage)",
+        choices=("raw", "compressed"),
+    )
+    cameras: tuple[str, ...] = setting(
+        ("",),
+        "camera namespaces; each reads <ns>/image and <ns>/camera_info and publishes under <ns>/. "
+        "'' = no prefix. Frames of all cameras are batched into one forward pass.",
+    )
+    publish_color: bool = setting(True, "also publish normals/color and segmentation/color (rgb8 pictures)")
+    mono16_range: tuple[int, ...] = setting((0, 65535), "mono16 input values mapped to black and white")
+    diagnostics_period_s: float = setting(1.0, "period of /diagnostics messages", minimum=0.1, maximum=60.0)
+    qos: QosConfig = field(default_factory=QosConfig)
+
+    def validate(self) -> NodeConfig:
+        names = [camera.strip("/") for camera in self.cameras]
+        if not names:
+            raise ConfigError("ros.cameras: give at least one camera namespace ('' = none)")
+        if len(set(names)) != len(names):
+            raise ConfigError(f"ros.cameras: duplicate camera namespaces in {list(self.cameras)}")
+        low_high = self.mono16_range
+        if len(low_high) != 2 or not 0 <= low_high[0] < low_high[1] <= 65535:
+            raise ConfigError(
+                f"ros.mono16_range: expected [low, high] with 0 <= low < high <= 65535, got {list(low_high)}"
+            )
+        for role in ("input", "output"):
+            try:
+                getattr(self.qos, role).profile(role)
+            except ValueError as error:
+                raise ConfigError(f"ros.qos.{role}: {error}") from error
+        return self
+
+
+def _descriptor(info: Any) -> ParameterDescriptor:
+    text = info.doc + (f" One of {list(info.choices)}." if info.choices else "")
+    descriptor = ParameterDescriptor(description=text, read_only=True)
+    if info.kind is float:
+        # Accept integers on the command line (-p x:=2) as well as doubles; the schema converts them.
+        descriptor.dynamic_typing = True
+    if info.kind is int and (info.minimum is not None or info.maximum is not None):
+        low = int(info.minimum if info.minimum is not None else -(2**31))
+        high = int(info.maximum if info.maximum is not None else 2**31 - 1)
+        descriptor.integer_range = [IntegerRange(from_value=low, to_value=high, step=0)]
+    if info.kind is float and info.minimum is not None and info.maximum is not None:
+        descriptor.floating_point_range = [
+            FloatingPointRange(from_value=float(info.minimum), to_value=float(info.maximum), step=0.0)
+        ]
+    return descriptor
+
+
+def _ros_default(info: Any) -> Any:
+    if info.default is None:
+        return ""  # ROS parameters have no null; '' means "not set"
+    return list(info.default) if isinstance(info.default, tuple) else info.default
+
+
+def _nest(flat: dict[str, Any]) -> dict[str, Any]:
+    nested: dict[str, Any] = {}
+    for path, value in flat.items():
+        *parents, leaf = path.split(".")
+        target = nested
+        for name in parents:
+            target = target.setdefault(name, {})
+        target[leaf] = value
+    return nested
+
+
+def declare_and_read(node: Node) -> tuple[PipelineConfig, NodeConfig]:
+    """Declare every setting on ``node`` and return both validated configurations."""
+    flat = {}
+    schemas = ((PipelineConfig, ""), (NodeConfig, f"{NODE_SECTION}."))
+    for schema, prefix in schemas:
+        for info in leaf_settings(schema, prefix):
+            try:
+                parameter = node.declare_parameter(info.path, _ros_default(info), _descriptor(info))
+            except (InvalidParameterValueException, InvalidParameterTypeException) as error:
+                raise ConfigError(f"{info.path}: {error}") from error
+            flat[info.path] = parameter.value
+    values = _nest(flat)
+    node_values = values.pop(NODE_SECTION)
+    return PipelineConfig.from_dict(values), build(NodeConfig, node_values, NODE_SECTION).validate()
