@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,7 +149,7 @@ _WINTER = {
     "elbow": 0.630,
     "hip": 0.530,
     "wrist": 0.485,
-    "knuckle": 0.377,
+    "fingertip": 0.377,
     "knee": 0.285,
     "ankle": 0.039,
     "shoulder_width": 0.259,
@@ -162,14 +163,18 @@ class GenericSkeleton:
     """A generic adult of height ``height_m`` in the SMPL T-pose, from Winter's segment proportions.
 
     Source: D. A. Winter, "Biomechanics and Motor Control of Human Movement", 4th ed., Wiley 2009, Fig. 4.1
-    (segment lengths as fractions of body height, after Drillis & Contini 1966). Arm segments use the
-    height differences shoulder→elbow→wrist→knuckle (0.188 H, 0.145 H, 0.108 H), leg segments
-    hip→knee→ankle (0.245 H, 0.246 H). Placement choices of ours, not from the source: the pelvis and hip
-    joints at hip height, hip joints halfway between the mid-line and the trochanter (a quarter of the hip
-    width from the mid-line), collars at a quarter of the shoulder width, neck halfway between shoulder and
-    chin, head at the centre of chin→vertex, spine1..3 evenly between pelvis and neck, the foot joint
-    (ball of the foot) on the floor half a foot length in front of the ankle. The whole skeleton is shifted
-    so that its pelvis lies where SMPL's mean-shape pelvis lies (``SMPL_MEAN_PELVIS``). Betas are ignored.
+    (segment lengths as fractions of body height, after Drillis & Contini 1966). Arm segments are the
+    standing height differences shoulder→elbow→wrist (0.188 H, 0.145 H), hand length wrist→fingertip
+    0.108 H, leg segments hip→knee→ankle (0.245 H, 0.246 H), shoulder (acromion) width 0.259 H, hip width
+    0.191 H, foot length 0.152 H. Placement choices of ours, not from the source: pelvis and hip joints at
+    hip height, hip joints halfway between the mid-line and the trochanter (a quarter of the hip width
+    from the mid-line), shoulder joints at the acromions, collars halfway to them, neck halfway between
+    shoulder and chin, head at the centre of chin→vertex, spine1..3 evenly between pelvis and neck, the
+    SMPL "hand" joint half a hand length beyond the wrist, the foot joint (ball of the foot) on the floor
+    half a foot length in front of the ankle. The whole skeleton is shifted so that its pelvis lies where
+    SMPL's mean-shape pelvis lies (``SMPL_MEAN_PELVIS``). Betas are ignored. It is an approximation: joint
+    centres of a real body (or of SMPL) differ by centimetres, e.g. shoulder joints sit medial to the
+    acromions.
     """
 
     height_m: float = 1.70
@@ -184,7 +189,7 @@ class GenericSkeleton:
         hip_x, collar_x, shoulder_x = w["hip_width"] / 4, w["shoulder_width"] / 4, w["shoulder_width"] / 2
         elbow_x = shoulder_x + w["shoulder"] - w["elbow"]
         wrist_x = elbow_x + w["elbow"] - w["wrist"]
-        hand_x = wrist_x + w["wrist"] - w["knuckle"]
+        hand_x = wrist_x + (w["wrist"] - w["fingertip"]) / 2
         spine = [w["hip"] + k / 4 * (neck - w["hip"]) for k in (1, 2, 3)]
         foot_z = w["foot_length"] / 2
         # (x, y, z) per joint in SMPL order, as fractions of H above the floor.
@@ -248,6 +253,10 @@ class SmplSkeleton:
             )
         if not path.is_file():
             raise FileNotFoundError(f"SMPL model file {path} does not exist")
+        if not zipfile.is_zipfile(path):
+            raise ValueError(
+                f"{path} is not a readable .npz file (a zip archive of .npy arrays). {_SMPL_NPZ_HOWTO}"
+            )
         try:
             with np.load(path, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
@@ -256,7 +265,7 @@ class SmplSkeleton:
                 f"{path} holds Python objects (pickled arrays, e.g. a sparse J_regressor) and is refused; "
                 f"store plain numeric arrays. {_SMPL_NPZ_HOWTO}"
             ) from error
-        except (OSError, EOFError) as error:
+        except (OSError, EOFError, zipfile.BadZipFile) as error:
             raise ValueError(f"{path} is not a readable .npz file: {error}") from error
         return cls(*_smpl_joint_model(arrays, path))
 
