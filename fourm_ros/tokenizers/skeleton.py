@@ -18,6 +18,9 @@ the 224×224 input crop is seen by a pinhole camera with focal length 5000 / 256
 
     t = (2 (cx - 112) / (b s) + tx,  2 (cy - 112) / (b s) + ty,  2 · 4375 / (b s))
 
+(4D-Humans' own demo first widens a box to a 3:4 width:height aspect before taking b; the reference's
+decoding does not, and neither does this module, so the two differ for boxes wider than 3:4.)
+
 Camera frame: x right, y down, z forward (OpenCV); units are metres of the body model, so the depth is only
 as right as the assumed focal length — treat ``joints_3d`` as known up to scale. 2D keypoints are continuous
 pixel coordinates of the 224×224 crop, (0, 0) at its top-left corner.

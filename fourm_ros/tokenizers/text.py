@@ -103,7 +103,7 @@ def encode(text: str) -> list[int]:
 
 def _as_ids(ids: Iterable[int]) -> list[int]:
     values = ids.tolist() if hasattr(ids, "tolist") else list(ids)
-    if any(isinstance(value, list) for value in values):
+    if not isinstance(values, list) or any(isinstance(value, list) for value in values):
         raise ValueError("expected one sequence of token ids (1-D), got a nested one; decode row by row")
     try:
         values = [int(value) for value in values]

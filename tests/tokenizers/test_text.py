@@ -52,6 +52,8 @@ def test_bad_ids_are_refused():
         text.caption_from_ids([5, 30000])
     with pytest.raises(ValueError, match="1-D"):
         text.caption_from_ids([[5, 6]])
+    with pytest.raises(ValueError, match="1-D"):
+        text.caption_from_ids(torch.tensor(5))
     with pytest.raises(ValueError, match="integers"):
         text.caption_from_ids(["a"])
 
