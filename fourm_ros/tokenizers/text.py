@@ -16,6 +16,7 @@ special tokens kept, never skipped, or "a dog on a couch" would lose "dog" and "
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -106,7 +107,7 @@ def _as_ids(ids: Iterable[int]) -> list[int]:
     if not isinstance(values, list) or any(isinstance(value, list) for value in values):
         raise ValueError("expected one sequence of token ids (1-D), got a nested one; decode row by row")
     try:
-        values = [int(value) for value in values]
+        values = [operator.index(value) for value in values]
     except (TypeError, ValueError) as error:
         raise ValueError(f"token ids must be integers: {error}") from error
     bad = [value for value in values if not 0 <= value < VOCAB_SIZE]

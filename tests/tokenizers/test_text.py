@@ -56,6 +56,8 @@ def test_bad_ids_are_refused():
         text.caption_from_ids(torch.tensor(5))
     with pytest.raises(ValueError, match="integers"):
         text.caption_from_ids(["a"])
+    with pytest.raises(ValueError, match="integers"):
+        text.caption_from_ids([5.0, 6.5])
 
 
 def test_detections_from_a_hand_written_sequence():
