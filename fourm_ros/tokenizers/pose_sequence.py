@@ -157,9 +157,10 @@ def parse_pose_tokens(words: Sequence[str] | str, terminated: bool = True) -> Po
     starts = [i for i, word in enumerate(words) if word == PERSON_WORD]
     leading = words[: starts[0]] if starts else list(words)
     no_humans = leading[:1] == [NO_HUMANS_WORD]
+    stray = leading[1:] if no_humans else leading
     notes = []
-    if leading[no_humans:]:
-        notes.append(f"ignored tokens outside any person: {' '.join(leading[no_humans:])!r}")
+    if stray:
+        notes.append(f"ignored tokens outside any person: {' '.join(stray)!r}")
     if no_humans and starts:
         notes.append("the sequence says 'none' but also lists persons")
     persons, skipped = [], []
