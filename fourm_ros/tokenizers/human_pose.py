@@ -156,7 +156,11 @@ class MemcodesLookup(nn.Module):
 
 
 class PoseDecoder(nn.Module):
-    """8 pose tokens per person → 23 SMPL body-joint rotation matrices."""
+    """8 pose tokens per person → 23 SMPL body-joint rotation matrices.
+
+    The constructor leaves the weights uninitialised (they always come from a checkpoint); use
+    ``from_pretrained``.
+    """
 
     def __init__(self, config: PoseTokenizerConfig):
         super().__init__()
