@@ -57,7 +57,12 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
 class BadImageError(ValueError):
-    """A camera message that cannot be a valid image; the message says what is wrong and what is expected."""
+    """A camera message that cannot be a valid image; the message says what is wrong and what is expected,
+    ``reason`` is a short category for counting in diagnostics."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 @dataclass(frozen=True)
@@ -110,11 +115,14 @@ def copy_header(header: Header) -> Header:
 
 def _check_size(height: int, width: int, what: str) -> None:
     if width == 0 or height == 0:
-        raise BadImageError(f"{what} is empty ({width}×{height}); expected width and height >= 1")
+        raise BadImageError(
+            f"{what} is empty ({width}×{height}); expected width and height >= 1", reason="empty image"
+        )
     if width > MAX_SIDE or height > MAX_SIDE or width * height > MAX_PIXELS:
         raise BadImageError(
             f"{what} is {width}×{height}, which no camera produces; expected at most {MAX_SIDE} pixels a "
-            f"side and {MAX_PIXELS // 1_000_000} MP (a corrupt or mis-typed header?)"
+            f"side and {MAX_PIXELS // 1_000_000} MP (a corrupt or mis-typed header?)",
+            reason="absurd size",
         )
 
 
@@ -124,7 +132,8 @@ def validate_image(msg: Image) -> int:
     if encoding not in BYTES_PER_PIXEL:
         raise BadImageError(
             f"unsupported image encoding {encoding!r}; expected one of {', '.join(SUPPORTED_ENCODINGS)} "
-            "(republish other formats, e.g. with image_proc's debayer node)"
+            "(republish other formats, e.g. with image_proc's debayer node)",
+            reason="unsupported encoding",
         )
     _check_size(msg.height, msg.width, f"{encoding} image")
     bytes_per_pixel = BYTES_PER_PIXEL[encoding]
@@ -132,18 +141,21 @@ def validate_image(msg: Image) -> int:
     if encoding in _YUV422 and msg.width % 2:
         raise BadImageError(
             f"{encoding} image has odd width {msg.width}; YUV 4:2:2 shares chroma between pixel pairs, "
-            "so the width must be even"
+            "so the width must be even",
+            reason="odd width",
         )
     if msg.step < row_bytes:
         raise BadImageError(
             f"{encoding} image step {msg.step} is shorter than one row: expected step >= width·bytes per "
-            f"pixel = {msg.width}·{bytes_per_pixel} = {row_bytes}"
+            f"pixel = {msg.width}·{bytes_per_pixel} = {row_bytes}",
+            reason="short step",
         )
     needed = msg.step * msg.height
     if len(msg.data) < needed:
         raise BadImageError(
             f"{encoding} image data has {len(msg.data)} bytes; expected at least step·height = "
-            f"{msg.step}·{msg.height} = {needed}"
+            f"{msg.step}·{msg.height} = {needed}",
+            reason="short data",
         )
     return bytes_per_pixel
 
@@ -209,27 +221,33 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     if "compresseddepth" in fmt:
         raise BadImageError(
             f"compressed image format {msg.format!r} is a compressedDepth (depth) stream; expected a colour "
-            "jpeg or png stream such as <camera>/image_raw/compressed"
+            "jpeg or png stream such as <camera>/image_raw/compressed",
+            reason="compressed depth",
         )
     if fmt and not any(codec in fmt for codec in ("jpeg", "jpg", "png")):
         raise BadImageError(
             f"unsupported compressed image format {msg.format!r}; expected jpeg or png (image_transport "
-            "'compressed'), e.g. 'jpeg' or 'rgb8; jpeg compressed bgr8'"
+            "'compressed'), e.g. 'jpeg' or 'rgb8; jpeg compressed bgr8'",
+            reason="unsupported format",
         )
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size == 0:
-        raise BadImageError(f"compressed image ({msg.format!r}) has no data; expected JPEG or PNG bytes")
+        raise BadImageError(
+            f"compressed image ({msg.format!r}) has no data; expected JPEG or PNG bytes", reason="no data"
+        )
     head = data[:8].tobytes()
     if not (head.startswith(_JPEG_MAGIC) or head.startswith(_PNG_MAGIC)):
         raise BadImageError(
             f"compressed image ({msg.format!r}) data starts with {head.hex(' ')}, which is neither JPEG "
-            "(ff d8 ff) nor PNG (89 50 4e 47 0d 0a 1a 0a)"
+            "(ff d8 ff) nor PNG (89 50 4e 47 0d 0a 1a 0a)",
+            reason="not jpeg or png",
         )
     bgr = cv2.imdecode(data, cv2.IMREAD_COLOR)
     if bgr is None:
         raise BadImageError(
             f"compressed image ({msg.format!r}, {data.size} bytes) is corrupt or truncated: OpenCV could "
-            "not decode it"
+            "not decode it",
+            reason="corrupt compressed",
         )
     _check_size(bgr.shape[0], bgr.shape[1], "decoded compressed image")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)

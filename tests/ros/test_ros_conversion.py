@@ -184,6 +184,23 @@ def test_bad_images_are_rejected_with_what_is_expected(msg, message):
         image_to_rgb(msg)
 
 
+@pytest.mark.parametrize(
+    ("msg", "reason"),
+    [
+        (_bad(encoding="bayer_rggb8"), "unsupported encoding"),
+        (_bad(width=0), "empty image"),
+        (_bad(width=20000, step=60000), "absurd size"),
+        (_bad(step=17), "short step"),
+        (_bad(data=array.array("B", bytes(50))), "short data"),
+        (_bad(encoding="yuyv", width=5, step=10), "odd width"),
+    ],
+)
+def test_bad_images_carry_a_short_reason_for_diagnostics(msg, reason):
+    with pytest.raises(BadImageError) as caught:
+        image_to_rgb(msg)
+    assert caught.value.reason == reason
+
+
 def test_bad_image_error_is_a_value_error():
     assert issubclass(BadImageError, ValueError)
 
@@ -239,8 +256,15 @@ def test_bad_compressed_images_are_rejected():
         (_compressed(png, "16UC1; compressedDepth png"), r"compressedDepth \(depth\) stream"),
     ]
     for msg, message in cases:
-        with pytest.raises(BadImageError, match=message):
+        with pytest.raises(BadImageError, match=message) as caught:
             compressed_to_rgb(msg)
+        assert caught.value.reason in {
+            "no data",
+            "corrupt compressed",
+            "not jpeg or png",
+            "unsupported format",
+            "compressed depth",
+        }
 
 
 def _decode(msg, dtype, channels):
