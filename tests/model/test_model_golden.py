@@ -162,16 +162,15 @@ def test_greedy_sequence_and_step_logits_match_reference(golden, case, target, p
     tokens = {"caption": torch.full((2, 1), 5)} if prompt else None
     context = model.encode(inputs["image"], tokens)
     reference_ids = expected[f"{case}/ids"]
-    ids = model.generate_sequence(context, target, max_tokens=reference_ids.shape[1], stop_ids=(6,))
-    assert torch.equal(ids, reference_ids)
-    steps = expected[f"{case}/steps"]
-    cross_kv = model.precompute_cross_kv(context)
-    cache = model.empty_self_cache(2, reference_ids.shape[1])
+    length = reference_ids.shape[1]
+    assert torch.equal(model.generate_sequence(context, target, length, stop_ids=(6,)), reference_ids)
+    cross_kv, cache = model.precompute_cross_kv(context), model.empty_self_cache(2, length)
     fed = torch.cat((torch.full((2, 1), 5), reference_ids), dim=1)
     logits = []
-    for index in range(int(steps.max()) + 1):
-        step_logits, cache = model.decode_step(
-            target, fed[:, index : index + 1], torch.tensor([index]), cache, cross_kv
-        )
+    for index in range(length):
+        position = torch.tensor([index])
+        step_logits, cache = model.decode_step(target, fed[:, index : index + 1], position, cache, cross_kv)
         logits.append(step_logits)
-    _close_logits(torch.stack(logits, dim=1)[:, steps], expected, case)
+    logits = torch.stack(logits, dim=1)
+    assert torch.equal(logits.argmax(-1), reference_ids)
+    _close_logits(logits[:, expected[f"{case}/steps"]], expected, case)
