@@ -19,7 +19,7 @@ from .layers import sincos_1d, sincos_2d
 _DECODER_POSITION_LIMIT = {"human_poses": 263}
 
 
-class _Embedding(nn.Module):
+class ModalityEmbedding(nn.Module):
     """Modality embedding plus the modality's position table (sin-cos buffer or learned parameter)."""
 
     def __init__(self, modality: Modality, dim: int):
@@ -47,7 +47,7 @@ class _Embedding(nn.Module):
         return table + self.mod_emb
 
 
-class ImagePatchEmbedding(_Embedding):
+class ImagePatchEmbedding(ModalityEmbedding):
     """Linear embedding of pixel patches (rgb@224); the patch vector is ordered (row, col, channel)."""
 
     def __init__(self, modality: Modality, dim: int):
@@ -67,7 +67,7 @@ class ImagePatchEmbedding(_Embedding):
         return x, self.emb().expand(batch, -1, -1)
 
 
-class TokenEmbedding(_Embedding):
+class TokenEmbedding(ModalityEmbedding):
     """Discrete tokens (image token grids, WordPiece sequences) into the encoder."""
 
     def __init__(self, modality: Modality, dim: int):
@@ -82,7 +82,7 @@ class TokenEmbedding(_Embedding):
         return self.token_emb(ids), self.emb(positions)
 
 
-class SequenceVectorEmbedding(_Embedding):
+class SequenceVectorEmbedding(ModalityEmbedding):
     """Continuous sequence inputs (t5_caption: T5-XXL vectors) projected into the encoder."""
 
     def __init__(self, modality: Modality, dim: int):
@@ -95,7 +95,7 @@ class SequenceVectorEmbedding(_Embedding):
         return self.emb_proj(vectors), self.emb(positions)
 
 
-class DecoderEmbedding(_Embedding):
+class DecoderEmbedding(ModalityEmbedding):
     """Decoder side of a token modality: query embeddings and the untied, bias-free ``to_logits`` head.
 
     ``token_emb`` embeds already generated sequence tokens; for image modalities it is in the checkpoint
@@ -113,7 +113,7 @@ class DecoderEmbedding(_Embedding):
         return super().emb(positions)
 
 
-def encoder_embedding(modality: Modality, dim: int) -> _Embedding:
+def encoder_embedding(modality: Modality, dim: int) -> ModalityEmbedding:
     if not modality.encoder:
         raise ValueError(f"{modality.name} has no encoder embedding in 4M-21")
     kinds = {

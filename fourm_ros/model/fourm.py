@@ -22,7 +22,7 @@ from fourm_ros.modalities import ModalityKind
 
 from . import generation
 from .config import FourMConfig
-from .embeddings import DecoderEmbedding, _Embedding, decoder_embedding, encoder_embedding
+from .embeddings import DecoderEmbedding, ModalityEmbedding, decoder_embedding, encoder_embedding
 from .layers import Block, DecoderBlock, LayerNorm
 
 RGB = "rgb@224"
@@ -86,7 +86,7 @@ class FourM(nn.Module):
     def reset_buffers(self) -> None:
         """Recompute the deterministic buffers: sin-cos position tables and zero LayerNorm biases."""
         for module in self.modules():
-            if isinstance(module, _Embedding):
+            if isinstance(module, ModalityEmbedding):
                 module.reset_buffers()
             elif isinstance(module, LayerNorm):
                 module.bias.zero_()
@@ -98,23 +98,22 @@ class FourM(nn.Module):
         embeddings and the mask token N(0, 0.02)."""
         generator = torch.Generator().manual_seed(seed)
 
-        def fill(tensor: Tensor, draw) -> None:
-            tensor.copy_(draw(torch.empty(tensor.shape)))
-
         def normal(tensor: Tensor) -> None:
-            fill(tensor, lambda t: t.normal_(0.0, INIT_STD, generator=generator))
+            tensor.copy_(torch.empty(tensor.shape).normal_(0.0, INIT_STD, generator=generator))
+
+        def uniform(tensor: Tensor, bound: float) -> None:
+            tensor.copy_(torch.empty(tensor.shape).uniform_(-bound, bound, generator=generator))
 
         for module in self.modules():
             if isinstance(module, nn.Linear):
-                bound = (6.0 / sum(module.weight.shape)) ** 0.5
-                fill(module.weight, lambda t, b=bound: t.uniform_(-b, b, generator=generator))
+                uniform(module.weight, (6.0 / sum(module.weight.shape)) ** 0.5)
                 if module.bias is not None:
                     module.bias.zero_()
             elif isinstance(module, LayerNorm):
                 module.weight.fill_(1.0)
             elif isinstance(module, nn.Embedding):
                 normal(module.weight)
-            elif isinstance(module, _Embedding):
+            elif isinstance(module, ModalityEmbedding):
                 normal(module.mod_emb)
                 if isinstance(module.pos_emb, nn.Parameter):
                     normal(module.pos_emb)
