@@ -1,0 +1,87 @@
+"""Token sampling and decoding schedules of the 4M generation sampler (``fourm/models/generate.py``).
+
+Semantics follow the reference: top-k / top-p filter the raw logits, then the filtered logits are divided by
+the temperature and sampled; a temperature within 1e-10 of zero means argmax. Here ``top_k=0`` and
+``top_p=1.0`` switch the filters off (the reference uses 0 for both).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+ARGMAX_TEMPERATURE = 1e-10
+MIN_SCHEDULED_TEMPERATURE = 1e-9
+
+
+def check_sampling(temperature: float, top_k: int, top_p: float) -> None:
+    if not temperature >= 0:
+        raise ValueError(f"temperature must be >= 0 (0 = argmax), got {temperature!r}")
+    if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 0:
+        raise ValueError(f"top_k must be an integer >= 0 (0 = off), got {top_k!r}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {top_p!r}")
+
+
+def filter_logits(logits: Tensor, top_k: int = 0, top_p: float = 1.0) -> Tensor:
+    """Set logits outside the top-k and outside the top-p nucleus to -inf (last dim = vocabulary)."""
+    if top_k > 0:
+        kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1:
+        ordered, order = torch.sort(logits, dim=-1, descending=True)
+        cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+        # Drop a token once the tokens ranked above it already hold more than top_p of the mass.
+        drop = torch.zeros_like(cumulative, dtype=torch.bool)
+        drop[..., 1:] = cumulative[..., :-1] > top_p
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(-1, order, drop), float("-inf"))
+    return logits
+
+
+def sample_logits(
+    logits: Tensor,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Sample one token per row of ``logits`` [..., V] (computed in float32). Returns the tokens [...] and
+    their probabilities under the filtered, tempered distribution (all ones for argmax)."""
+    logits = logits.float()
+    if temperature <= ARGMAX_TEMPERATURE:
+        tokens = logits.argmax(dim=-1)
+        return tokens, torch.ones(tokens.shape, device=logits.device)
+    probs = (filter_logits(logits, top_k, top_p) / temperature).softmax(dim=-1)
+    flat = probs.reshape(-1, probs.shape[-1])
+    tokens = torch.multinomial(flat, 1, generator=generator).reshape(probs.shape[:-1])
+    return tokens, probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+
+
+def token_schedule(kind: str, steps: int, total: int) -> list[int]:
+    """Tokens decoded per step. ``cosine`` (MaskGIT): the still-masked fraction follows
+    0.5 (1 + cos(pi i / steps)); ``linear``: equal shares, larger ones first, empty steps dropped."""
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"decoding steps must be an integer >= 1, got {steps!r}")
+    if kind == "cosine":
+        masked = [0.5 * (1 + math.cos(math.pi * i / steps)) for i in range(steps)]
+        counts = [round(total * (a - b)) for a, b in itertools.pairwise(masked)]
+        return [*counts, total - sum(counts)]
+    if kind == "linear":
+        shares = sorted(np.diff(np.linspace(0, total, steps + 1, dtype=int)).tolist(), reverse=True)
+        return [count for count in shares if count > 0]
+    raise ValueError(f"unknown token schedule {kind!r}; choose 'cosine' or 'linear'")
+
+
+def temperature_schedule(kind: str, temperature: float, counts: list[int]) -> list[float]:
+    """Temperature per step: ``constant``, or ``linear`` = temperature x fraction still to be decoded."""
+    if kind == "constant":
+        return [temperature] * len(counts)
+    if kind == "linear":
+        total, done = sum(counts), np.cumsum(counts)[:-1].tolist()
+        temps = [temperature] + [temperature * (total - count) / total for count in done]
+        return [max(value, MIN_SCHEDULED_TEMPERATURE) for value in temps]
+    raise ValueError(f"unknown temperature schedule {kind!r}; choose 'constant' or 'linear'")
