@@ -47,6 +47,7 @@ class Modality:
     encoder: bool = True
     decoder: bool = True
     tokenizer: str | None = None
+    decoder_positions: int | None = None
 
     @property
     def is_image(self) -> bool:
@@ -67,6 +68,11 @@ class Modality:
     def num_tokens(self) -> int:
         """Tokens of one full image (image kinds) or the longest sequence (sequence kinds)."""
         return self.grid**2 if self.is_image else self.max_tokens
+
+    @property
+    def decoder_position_limit(self) -> int:
+        """Decoder positions at or beyond this map to position 0 (the reference's embedding length)."""
+        return self.decoder_positions or self.num_tokens
 
     @property
     def pos_emb_length(self) -> int:

@@ -14,10 +14,6 @@ from fourm_ros.modalities import Modality, ModalityKind, PosEmbKind
 
 from .layers import sincos_1d, sincos_2d
 
-# The reference sequence decoder maps target positions at or beyond its embedding length to position 0.
-# That length equals the registry's max_tokens except for human_poses (263 in the embedding, 275 tokens).
-_DECODER_POSITION_LIMIT = {"human_poses": 263}
-
 
 class ModalityEmbedding(nn.Module):
     """Modality embedding plus the modality's position table (sin-cos buffer or learned parameter)."""
@@ -105,7 +101,7 @@ class DecoderEmbedding(ModalityEmbedding):
         super().__init__(modality, dim)
         self.token_emb = nn.Embedding(modality.vocab_size, dim)
         self.to_logits = nn.Linear(dim, modality.vocab_size, bias=False)
-        self.position_limit = _DECODER_POSITION_LIMIT.get(modality.name, modality.num_tokens)
+        self.position_limit = modality.decoder_position_limit
 
     def emb(self, positions: Tensor | None = None) -> Tensor:
         if positions is not None and self.modality.is_sequence:
