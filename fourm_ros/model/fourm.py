@@ -299,33 +299,33 @@ class FourM(nn.Module):
         ``max_tokens`` defaults to the modality's token budget minus the start token (255 for captions).
         ``use_cache=False`` re-decodes the whole prefix every step, as the reference does."""
         head = self._output(target, ModalityKind.SEQUENCE)
-        generation.check_sampling(temperature, top_k, top_p)
         limit = head.pos_emb.shape[1]
         max_tokens = head.modality.num_tokens - 1 if max_tokens is None else max_tokens
         if not 1 <= max_tokens <= limit:
             raise ValueError(f"max_tokens must be in [1, {limit}] for {target}, got {max_tokens}")
         batch, device = context.shape[0], context.device
         cross_kv = self.precompute_cross_kv(context)
-        stop = torch.tensor(list(stop_ids), device=device)
-        token = torch.full((batch, 1), FIRST_SENTINEL_ID, device=device)
-        prefix, cache = token, self.empty_self_cache(batch, max_tokens) if use_cache else None
-        finished = torch.zeros(batch, 1, dtype=torch.bool, device=device)
-        generated = []
-        for index in range(max_tokens):
-            if use_cache:
+        start = torch.full((batch, 1), FIRST_SENTINEL_ID, device=device)
+        if use_cache:
+            cache = self.empty_self_cache(batch, max_tokens)
+
+            def step(token: Tensor, index: int) -> Tensor:
+                nonlocal cache
                 position = torch.tensor([index], device=device)
                 logits, cache = self.decode_step(target, token, position, cache, cross_kv)
-            else:
-                logits = self._sequence_logits(target, prefix, cross_kv)
-            token = generation.sample_logits(logits, temperature, top_k, top_p, generator)[0].unsqueeze(1)
-            token = token.masked_fill(finished, PAD_ID)
-            generated.append(token)
-            finished |= torch.isin(token, stop)
-            if bool(finished.all()):
-                break
-            if not use_cache:
+                return logits
+
+        else:
+            prefix = start[:, :0]
+
+            def step(token: Tensor, index: int) -> Tensor:
+                nonlocal prefix
                 prefix = torch.cat((prefix, token), dim=1)
-        return torch.cat(generated, dim=1)
+                return self._sequence_logits(target, prefix, cross_kv)
+
+        return generation.autoregress(
+            step, start, max_tokens, stop_ids, PAD_ID, temperature, top_k, top_p, generator
+        )
 
     # ------------------------------------------------------------------ images (MaskGIT / ROAR)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -85,3 +86,34 @@ def temperature_schedule(kind: str, temperature: float, counts: list[int]) -> li
         temps = [temperature] + [temperature * (total - count) / total for count in done]
         return [max(value, MIN_SCHEDULED_TEMPERATURE) for value in temps]
     raise ValueError(f"unknown temperature schedule {kind!r}; choose 'constant' or 'linear'")
+
+
+def autoregress(
+    step: Callable[[Tensor, int], Tensor],
+    start: Tensor,
+    max_tokens: int,
+    stop_ids: Sequence[int],
+    pad_id: int,
+    temperature: float = 0.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The autoregressive loop shared by every backend: ``step(token [B, 1], index)`` returns the logits
+    [B, V] that follow ``token`` at sequence ``index`` (keeping whatever cache it needs).
+
+    Starts from ``start`` [B, 1]; a row is finished at its first token in ``stop_ids`` and padded with
+    ``pad_id`` afterwards. Returns the generated ids [B, T], T <= ``max_tokens``, stop tokens included."""
+    check_sampling(temperature, top_k, top_p)
+    stop = torch.tensor(list(stop_ids), device=start.device)
+    token, generated = start, []
+    finished = torch.zeros(start.shape, dtype=torch.bool, device=start.device)
+    for index in range(max_tokens):
+        logits = torch.as_tensor(step(token, index)).to(start.device)
+        token = sample_logits(logits, temperature, top_k, top_p, generator)[0].reshape(start.shape)
+        token = token.masked_fill(finished, pad_id)
+        generated.append(token)
+        finished |= torch.isin(token, stop)
+        if bool(finished.all()):
+            break
+    return torch.cat(generated, dim=1)
