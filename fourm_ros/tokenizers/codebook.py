@@ -41,8 +41,7 @@ class LucidQuantizer(nn.Module):
         self._codebook = CosineCodebook(codebook_size, dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Look up ``tokens`` (LongTensor [B, h, w]) → latents [B, dim, h, w]."""
-        check_tokens(tokens, self.codebook_size)
+        """Look up ``tokens`` (LongTensor [B, h, w], see ``check_tokens``) → latents [B, dim, h, w]."""
         return F.embedding(tokens, self._codebook.embed).permute(0, 3, 1, 2)
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from fourm_ros.checkpoint import resolve
-from fourm_ros.tokenizers.codebook import LucidQuantizer, TokenizerConfig, load_decoder
+from fourm_ros.tokenizers.codebook import LucidQuantizer, TokenizerConfig, check_tokens, load_decoder
 from fourm_ros.tokenizers.ddim import DDIMSampler
 from fourm_ros.tokenizers.unet import OFFICIAL_UNET, PatchedUNet, UNetConfig
 
@@ -110,6 +110,7 @@ class DiVAEDecoder(nn.Module):
         The starting noise comes from ``generator`` (global CPU RNG if None); with one step the result is
         the network's x0 prediction at t = T-1, so it depends on the noise only through the network.
         """
+        check_tokens(tokens, self.config.codebook_size)
         parameter = next(self.decoder.parameters())
         latents = self.quantize(tokens.to(parameter.device)).to(parameter.dtype)
         b, _, h, w = latents.shape

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from fourm_ros.checkpoint import resolve
-from fourm_ros.tokenizers.codebook import LucidQuantizer, TokenizerConfig, load_decoder
+from fourm_ros.tokenizers.codebook import LucidQuantizer, TokenizerConfig, check_tokens, load_decoder
 from fourm_ros.tokenizers.vit import VIT_B, ViTConfig, ViTDecoder
 
 UNLABELED = 0
@@ -128,6 +128,7 @@ class SemsegDecoder(nn.Module):
     @torch.inference_mode()
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Class logits [B, n_labels, 16h, 16w] (model dtype) for tokens (LongTensor [B, h, w])."""
+        check_tokens(tokens, self.config.codebook_size)
         weight = self.post_quant_proj.weight
         latents = self.quantize(tokens.to(weight.device)).to(weight.dtype)
         return self.decoder(self.post_quant_proj(latents))
