@@ -65,7 +65,8 @@ class DiVAEDecoder(nn.Module):
     """Tokens [B, h, w] → depth [B, 1, 16h, 16w] or normals [B, 3, 16h, 16w], as the reference decodes them.
 
     Outputs are in the training target's space: standardised relative depth (see ``relative_depth``) or
-    normal vectors in [-1, 1] (see ``unit_normals``).
+    normal vectors in [-1, 1] (see ``unit_normals``). Each token covers 16 × 16 output pixels, as in the
+    4M demos (the reference's own default output size is its 448-px training size unless told otherwise).
     """
 
     def __init__(self, config: DiVAEConfig, unet: UNetConfig = OFFICIAL_UNET):
@@ -130,9 +131,10 @@ def relative_depth(output: torch.Tensor) -> np.ndarray:
     robustly standardised per image — the lowest and highest 10 % of values dropped, then the map shifted by
     their mean and divided by their standard deviation. So values are roughly zero-mean, unit-spread within
     one image, NOT metres and not comparable across images: metric use needs a per-image scale and shift
-    (e.g. fitted to a depth sensor). Larger values mean larger stored label values; that these are farther
-    (depth, not disparity) follows from Omnidata's depth (z-buffer) labels and is not checkable in the
-    ml-4m code itself.
+    (e.g. fitted to a depth sensor). Verified from the reference: the value increases with the stored label
+    value (the standardisation is increasing). Not verified: that larger means farther (depth rather than
+    disparity) rests on Omnidata's depth labels being z-buffer depth; ml-4m does not include the script
+    that wrote the PNGs.
     """
     if output.ndim != 4 or output.shape[1] != 1:
         raise ValueError(f"depth output must have shape [B, 1, H, W], got {list(output.shape)}")
@@ -145,9 +147,10 @@ def unit_normals(output: torch.Tensor) -> np.ndarray:
     Each channel is one normal component in [-1, 1] (the training target was the RGB normal image mapped
     with (v - 0.5) / 0.5); the vector is renormalised per pixel, and a zero vector stays zero (no
     direction). Axes: channel 0 is the image-horizontal axis — verified from the reference's training
-    augmentation, whose horizontal flips invert channel 0 only. Channels 1 and 2 are then the vertical and
-    viewing-direction axes of the Omnidata labels; their signs (up or down, towards or away from the
-    camera) and the sign of channel 0 are not established by the reference code.
+    augmentation, whose horizontal flips invert channel 0 only. Channels 1 and 2 are, by elimination, the
+    vertical and viewing-direction axes of the Omnidata pseudo-labels; which is which, and every sign
+    (right/left, up/down, towards/away from the camera), is NOT established by the reference code: check
+    against a known scene (a floor, a wall facing the camera) before relying on them.
     """
     if output.ndim != 4 or output.shape[1] != 3:
         raise ValueError(f"normal output must have shape [B, 3, H, W], got {list(output.shape)}")
