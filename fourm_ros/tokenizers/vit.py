@@ -1,7 +1,9 @@
 """The ViT decoder of the 4M VQ-VAE tokenizers (the reference's ``vit_b_dec``): latent grid → image.
 
-A plain pre-LayerNorm ViT over the token grid, then a residual tanh MLP (ViT-VQGAN's "post MLP") and a
-linear projection of every token to a patch of output pixels. Parameter names follow the official
+A plain pre-LayerNorm ViT over the token grid, then a residual "post MLP" (ViT-VQGAN) and a linear
+projection of every token to a patch of output pixels. The post MLP's activation is plain tanh (not GELU's
+tanh approximation), and in the decoder it runs in the model dtype: only the reference encoder forces
+its post MLP to float32. Parameter names follow the official
 checkpoints (``decoder.blocks.N.attn.qkv...``).
 """
 
