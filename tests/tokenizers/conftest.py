@@ -1,0 +1,165 @@
+"""Synthetic tokenizer checkpoints in the official layout, with tiny decoders, for the dense-decoder tests.
+
+Weights come from numpy's RandomState, so every machine (and the one-off reference comparison that made
+``data/dense_golden.npz``) regenerates exactly the same tensors from a seed.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import save_file
+from support import KEYS_DIR
+
+from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder, is_divae_encoder_key
+from fourm_ros.tokenizers.semseg import SemsegConfig, SemsegDecoder, is_semseg_encoder_key
+from fourm_ros.tokenizers.unet import UNetConfig
+from fourm_ros.tokenizers.vit import ViTConfig
+
+TINY_UNET = UNetConfig(
+    patch_size=4, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=2, attention_downsampling=(2, 4)
+)
+TINY_VIT = ViTConfig(dim=32, depth=2, num_heads=2)
+
+_DIVAE_CONFIG = {  # the official depth config.json, with a tiny codebook
+    "image_size": 448,
+    "n_channels": 1,
+    "enc_type": "vit_b_enc",
+    "patch_proj": True,
+    "post_mlp": True,
+    "patch_size": 16,
+    "quant_type": "lucid",
+    "codebook_size": 16,
+    "num_codebooks": 1,
+    "latent_dim": 8,
+    "norm_codes": True,
+    "norm_latents": False,
+    "sync_codebook": False,
+    "undo_std": False,
+    "dec_type": "unet_patched",
+    "num_train_timesteps": 1000,
+    "beta_schedule": "linear",
+    "prediction_type": "sample",
+    "clip_sample": False,
+    "thresholding": False,
+    "conditioning": "add",
+    "zero_terminal_snr": True,
+    "scheduler": "ddim",
+}
+CONFIGS = {
+    "depth": _DIVAE_CONFIG,
+    "normal": {**_DIVAE_CONFIG, "n_channels": 3, "clip_sample": True},
+    "semseg": {  # the reconstructed official semseg config.json, tiny: 4-px patches, 8×8 stored posemb grid
+        "image_size": 32,
+        "n_channels": 4,
+        "n_labels": 5,
+        "enc_type": "vit_b_enc",
+        "dec_type": "vit_b_dec",
+        "patch_proj": True,
+        "post_mlp": True,
+        "patch_size": 4,
+        "quant_type": "lucid",
+        "codebook_size": 16,
+        "num_codebooks": 1,
+        "latent_dim": 8,
+        "norm_codes": True,
+        "out_conv": False,
+    },
+}
+
+
+def synthetic_tensors(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:
+    """Deterministic float32 tensors with O(1) activations: scaled weights, norms near 1, unit codes."""
+    rng = np.random.RandomState(seed)
+    tensors = {}
+    for name in sorted(shapes):
+        shape, leaf = shapes[name], name.rsplit(".", 1)[-1]
+        if name.endswith("_codebook.embed"):
+            value = rng.standard_normal(shape)
+            value /= np.linalg.norm(value, axis=1, keepdims=True)
+        elif leaf == "initted":
+            value = np.ones(shape)
+        elif leaf == "cluster_size":
+            value = rng.uniform(0.0, 10.0, shape)
+        elif leaf == "weight" and len(shape) >= 2:
+            value = rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))
+        elif leaf == "weight":
+            value = 1.0 + 0.1 * rng.standard_normal(shape)
+        elif leaf == "bias":
+            value = 0.1 * rng.standard_normal(shape)
+        else:
+            value = 0.5 * rng.standard_normal(shape)
+        tensors[name] = torch.from_numpy(value.astype(np.float32))
+    return tensors
+
+
+class Synthetic:
+    """Builds tiny dense decoders and writes checkpoints holding them in the official key layout."""
+
+    unet = TINY_UNET
+    vit = TINY_VIT
+
+    @staticmethod
+    def config(kind: str) -> dict:
+        return dict(CONFIGS[kind])
+
+    @staticmethod
+    def official_config(kind: str) -> dict:
+        """The official config.json (depth verbatim; normal and semseg as reconstructed in 4m21.md)."""
+        sizes = {"codebook_size": 4096 if kind == "semseg" else 8192, "latent_dim": 32}
+        if kind == "semseg":
+            sizes.update(image_size=448, n_channels=64, n_labels=134, patch_size=16)
+        return {**CONFIGS[kind], **sizes}
+
+    @staticmethod
+    def official_keys(kind: str) -> list[tuple[str, tuple[int, ...], str]]:
+        """[name, shape, param|buffer] of every key of the official full-size checkpoint."""
+        entries = json.loads((KEYS_DIR / f"tok_{kind}_keys.json").read_text())
+        return [(name, tuple(shape), role) for name, shape, role in entries]
+
+    @staticmethod
+    def is_encoder_key(kind: str):
+        return is_semseg_encoder_key if kind == "semseg" else is_divae_encoder_key
+
+    def empty_decoder(self, kind: str, config: dict | None = None) -> torch.nn.Module:
+        config = config or self.config(kind)
+        if kind == "semseg":
+            return SemsegDecoder(SemsegConfig.from_json(config), self.vit)
+        return DiVAEDecoder(DiVAEConfig.from_json(config), self.unet)
+
+    def decoder_state(self, kind: str, seed: int = 0) -> dict[str, torch.Tensor]:
+        module = self.empty_decoder(kind)
+        return synthetic_tensors({k: tuple(v.shape) for k, v in module.state_dict().items()}, seed)
+
+    def decoder(self, kind: str, seed: int = 0) -> torch.nn.Module:
+        module = self.empty_decoder(kind)
+        module.load_state_dict(self.decoder_state(kind, seed), strict=True)
+        return module.eval()
+
+    def checkpoint_state(self, kind: str, seed: int = 0) -> dict[str, torch.Tensor]:
+        """Decoder tensors plus every official encoder-half key (small placeholder tensors)."""
+        encoder = {
+            name: torch.zeros(2) for name, _, _ in self.official_keys(kind) if self.is_encoder_key(kind)(name)
+        }
+        return {**encoder, **self.decoder_state(kind, seed)}
+
+    @staticmethod
+    def write(directory: Path, state: dict[str, torch.Tensor], config: dict) -> Path:
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(state, str(directory / "model.safetensors"))
+        (directory / "config.json").write_text(json.dumps(config))
+        return directory
+
+    def load(self, kind: str, directory: Path, **options) -> torch.nn.Module:
+        if kind == "semseg":
+            return SemsegDecoder.from_pretrained(directory, vit=self.vit, **options)
+        return DiVAEDecoder.from_pretrained(directory, unet=self.unet, **options)
+
+
+@pytest.fixture
+def synthetic() -> Synthetic:
+    return Synthetic()
