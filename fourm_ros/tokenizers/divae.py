@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from fourm_ros.checkpoint import resolve
-from fourm_ros.tokenizers.codebook import LucidQuantizer, TokenizerConfig, check_tokens, load_decoder
+from fourm_ros.tokenizers.codebook import LucidQuantizer, check_tokens
 from fourm_ros.tokenizers.ddim import DDIMSampler
+from fourm_ros.tokenizers.loading import TokenizerConfig, load_decoder
 from fourm_ros.tokenizers.unet import OFFICIAL_UNET, PatchedUNet, UNetConfig
 
 

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from fourm_ros import checkpoint
+from fourm_ros.tokenizers.loading import load_decoder
 
 NUM_BODY_JOINTS = 23
 """SMPL body joints (the pelvis' rotation is the separate global orientation)."""
@@ -206,10 +207,7 @@ class PoseDecoder(nn.Module):
             ) from error
         with torch.device("meta"):
             model = cls(config)
-        model = model.to_empty(device=device).to(dtype)
-        encoder_half = encoder_half_shapes(config)
-        checkpoint.load_state(model, ckpt.weights, known_unused=encoder_half.__contains__)
-        return model.eval().requires_grad_(False)
+        return load_decoder(model, ckpt, encoder_half_shapes(config).__contains__, dtype, device)
 
 
 def encoder_half_shapes(config: PoseTokenizerConfig) -> dict[str, tuple[int, ...]]:

@@ -18,7 +18,8 @@ import torch
 from torch import nn
 
 from fourm_ros.checkpoint import resolve
-from fourm_ros.tokenizers.codebook import LucidQuantizer, TokenizerConfig, check_tokens, load_decoder
+from fourm_ros.tokenizers.codebook import LucidQuantizer, check_tokens
+from fourm_ros.tokenizers.loading import TokenizerConfig, load_decoder
 from fourm_ros.tokenizers.vit import VIT_B, ViTConfig, ViTDecoder
 
 UNLABELED = 0

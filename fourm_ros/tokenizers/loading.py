@@ -1,0 +1,76 @@
+"""Loading the decoder half of a 4M tokenizer checkpoint, and the config fields decoders rely on.
+
+A 4M tokenizer checkpoint holds its encoder (image → tokens) and its decoder (tokens → image). fourm_ros
+only decodes, so each decoder class names the checkpoint keys of the encoder half it sets aside; every
+other key must match the decoder exactly (see ``fourm_ros.checkpoint.load_state``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from fourm_ros.checkpoint import Checkpoint, CheckpointError, load_state
+
+
+class TokenizerConfig:
+    """The fields of a tokenizer's ``config.json`` that a decoder relies on.
+
+    An absent field takes the default the reference constructor would use (that is what the official
+    loader does), and a value fourm_ros does not implement is refused with a message naming it, rather
+    than decoding something the checkpoint was not trained for.
+    """
+
+    def __init__(self, config: Mapping[str, Any], source: str):
+        self.config = config
+        self.source = source
+
+    def _value(self, name: str, default: Any) -> tuple[Any, str]:
+        if name in self.config:
+            return self.config[name], f"{name}={self.config[name]!r}"
+        return default, f"{name}={default!r} (the reference's default: {name} is absent)"
+
+    def error(self, problem: str) -> CheckpointError:
+        """An error about this config, naming its source."""
+        return CheckpointError(f"tokenizer config of {self.source}: {problem}")
+
+    def _refuse(self, shown: str, expected: str) -> CheckpointError:
+        return self.error(f"{shown} is not supported; expected {expected}")
+
+    def integer(self, name: str, default: int | None) -> int:
+        value, shown = self._value(name, default)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self._refuse(shown, "a positive integer")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value, shown = self._value(name, default)
+        if not isinstance(value, bool):
+            raise self._refuse(shown, "true or false")
+        return value
+
+    def choice(self, name: str, default: Any, supported: tuple) -> Any:
+        value, shown = self._value(name, default)
+        if value not in supported:
+            raise self._refuse(shown, " or ".join(repr(option) for option in supported))
+        return value
+
+
+def load_decoder(
+    module: nn.Module,
+    checkpoint: Checkpoint,
+    is_encoder_key: Callable[[str], bool],
+    dtype: torch.dtype,
+    device: str | torch.device,
+) -> nn.Module:
+    """Fill a decoder built on the meta device from ``checkpoint``, strictly, and move it for inference.
+
+    Every decoder tensor must be in the file with the right shape; encoder-half keys are set aside; any
+    other key is an error. Nothing is initialised before loading: every tensor comes from the file.
+    """
+    module.to_empty(device="cpu")
+    load_state(module, checkpoint.weights, known_unused=is_encoder_key)
+    return module.to(device=device, dtype=dtype).eval().requires_grad_(False)
