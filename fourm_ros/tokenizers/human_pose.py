@@ -183,7 +183,11 @@ class PoseDecoder(nn.Module):
         if codes.numel() and (codes.min() < 0 or codes.max() >= size):
             low, high = codes.min().item(), codes.max().item()
             raise ValueError(f"pose codes must be in 0..{size - 1}, got values {low}..{high}")
-        latent = self.quantize(codes.to(self.quantize.codes.device, torch.long))
+        return self(codes.to(self.quantize.codes.device, torch.long))
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        """The unchecked tensor function behind ``decode`` (exported as the pose graph)."""
+        latent = self.quantize(codes)
         projection = self.post_quant_proj  # a 1×1 conv on a 1×1 map is a linear layer
         latent = nn.functional.linear(latent, projection.weight.flatten(1), projection.bias)
         return self.decoder(latent).reshape(-1, NUM_BODY_JOINTS, 3, 3)

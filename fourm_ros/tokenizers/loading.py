@@ -8,12 +8,29 @@ other key must match the decoder exactly (see ``fourm_ros.checkpoint.load_state`
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from functools import cache
+from importlib import resources
 from typing import Any
 
 import torch
+import yaml
 from torch import nn
 
 from fourm_ros.checkpoint import Checkpoint, CheckpointError, load_state
+
+
+@cache
+def _official_configs() -> dict[str, dict[str, Any]]:
+    text = resources.files("fourm_ros").joinpath("data/tokenizers.yaml").read_text(encoding="utf-8")
+    return yaml.safe_load(text)
+
+
+def official_config(kind: str) -> dict[str, Any]:
+    """The official ``config.json`` of the ``kind`` tokenizer (depth, normals, segmentation, human_pose)."""
+    configs = _official_configs()
+    if kind not in configs:
+        raise KeyError(f"no official tokenizer config for {kind!r}; known: {sorted(configs)}")
+    return dict(configs[kind])
 
 
 class TokenizerConfig:

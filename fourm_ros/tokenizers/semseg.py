@@ -130,8 +130,11 @@ class SemsegDecoder(nn.Module):
     def logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """Class logits [B, n_labels, 16h, 16w] (model dtype) for tokens (LongTensor [B, h, w])."""
         check_tokens(tokens, self.config.codebook_size)
-        weight = self.post_quant_proj.weight
-        latents = self.quantize(tokens.to(weight.device)).to(weight.dtype)
+        return self(tokens.to(self.post_quant_proj.weight.device))
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """The unchecked tensor function behind ``logits`` (exported as the segmentation graph)."""
+        latents = self.quantize(tokens).to(self.post_quant_proj.weight.dtype)
         return self.decoder(self.post_quant_proj(latents))
 
     def decode(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from safetensors.torch import save_file
 from support import KEYS_DIR
 
 from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder, is_divae_encoder_key
+from fourm_ros.tokenizers.loading import official_config
 from fourm_ros.tokenizers.semseg import SemsegConfig, SemsegDecoder, is_semseg_encoder_key
 from fourm_ros.tokenizers.unet import UNetConfig
 from fourm_ros.tokenizers.vit import ViTConfig
@@ -25,49 +26,21 @@ TINY_UNET = UNetConfig(
 )
 TINY_VIT = ViTConfig(dim=32, depth=2, num_heads=2)
 
-_DIVAE_CONFIG = {  # the official depth config.json, with a tiny codebook
-    "image_size": 448,
-    "n_channels": 1,
-    "enc_type": "vit_b_enc",
-    "patch_proj": True,
-    "post_mlp": True,
-    "patch_size": 16,
-    "quant_type": "lucid",
-    "codebook_size": 16,
-    "num_codebooks": 1,
-    "latent_dim": 8,
-    "norm_codes": True,
-    "norm_latents": False,
-    "sync_codebook": False,
-    "undo_std": False,
-    "dec_type": "unet_patched",
-    "num_train_timesteps": 1000,
-    "beta_schedule": "linear",
-    "prediction_type": "sample",
-    "clip_sample": False,
-    "thresholding": False,
-    "conditioning": "add",
-    "zero_terminal_snr": True,
-    "scheduler": "ddim",
-}
+_DIVAE_CONFIG = {**official_config("depth"), "codebook_size": 16, "latent_dim": 8}  # tiny codebook
 CONFIGS = {
     "depth": _DIVAE_CONFIG,
-    "normal": {**_DIVAE_CONFIG, "n_channels": 3, "clip_sample": True},
-    "semseg": {  # the reconstructed official semseg config.json, tiny: 4-px patches, 8×8 stored posemb grid
-        "image_size": 32,
-        "n_channels": 4,
-        "n_labels": 5,
-        "enc_type": "vit_b_enc",
-        "dec_type": "vit_b_dec",
-        "patch_proj": True,
-        "post_mlp": True,
-        "patch_size": 4,
-        "quant_type": "lucid",
-        "codebook_size": 16,
-        "num_codebooks": 1,
-        "latent_dim": 8,
-        "norm_codes": True,
-        "out_conv": False,
+    "normal": {**official_config("normals"), "codebook_size": 16, "latent_dim": 8},
+    # tiny: 4-px patches, 8×8 stored posemb grid
+    "semseg": {
+        **official_config("segmentation"),
+        **{
+            "image_size": 32,
+            "n_channels": 4,
+            "n_labels": 5,
+            "patch_size": 4,
+            "codebook_size": 16,
+            "latent_dim": 8,
+        },
     },
 }
 
@@ -110,10 +83,7 @@ class Synthetic:
     @staticmethod
     def official_config(kind: str) -> dict:
         """The official config.json (depth verbatim; normal and semseg as reconstructed in 4m21.md)."""
-        sizes = {"codebook_size": 4096 if kind == "semseg" else 8192, "latent_dim": 32}
-        if kind == "semseg":
-            sizes.update(image_size=448, n_channels=64, n_labels=134, patch_size=16)
-        return {**CONFIGS[kind], **sizes}
+        return official_config({"depth": "depth", "normal": "normals", "semseg": "segmentation"}[kind])
 
     @staticmethod
     def official_keys(kind: str) -> list[tuple[str, tuple[int, ...], str]]:

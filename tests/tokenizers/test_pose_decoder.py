@@ -11,18 +11,10 @@ from support import KEYS_DIR
 
 from fourm_ros.checkpoint import CheckpointError
 from fourm_ros.tokenizers.human_pose import PoseDecoder, PoseTokenizerConfig, encoder_half_shapes
+from fourm_ros.tokenizers.loading import official_config
 
 DATA = Path(__file__).parent / "data" / "pose"
-OFFICIAL_CONFIG = {
-    "codebook_size": 1024,
-    "enc_type": "BottleneckMLP/B_6-Wi_1024",
-    "dec_type": "BottleneckMLP/B_6-Wi_1024",
-    "latent_dim": 1024,
-    "n_channels": 207,
-    "num_codebooks": 8,
-    "quant_type": "memcodes",
-    "image_size": 512,
-}
+OFFICIAL_CONFIG = official_config("human_pose")
 # The configuration of the golden fixture pose_decoder_tiny.npz (computed by ml-4m's VQVAE.decode_tokens).
 TINY_CONFIG = dict(
     OFFICIAL_CONFIG,

@@ -1,0 +1,188 @@
+"""The pipeline's compute graphs as torch modules with fixed, named inputs and outputs.
+
+The torch backend runs these modules directly; the ONNX exporter traces the very same modules, so ONNX
+Runtime and TensorRT compute what PyTorch computes. Each graph is a pure tensor function with static
+control flow (no data-dependent Python branches), and the Python-side loops (autoregression, DDIM steps)
+stay in the pipeline, shared by every backend.
+
+Graphs (B = frames in the batch, T = dense targets, N = encoder tokens, S = sequence cache length):
+
+- ``encoder``: rgb f32 [B,3,224,224] → context [B,N,D]
+- ``dense_decoder``: context → tokens i64 [B,T,196] (argmax, T targets in one decoder pass)
+- ``cross_kv``: context → cross_kv [L,2,B,H,N,hd]
+- ``<target>_step``: token i64 [B,1], position i64 [1], self_cache [L,2,B,H,S,hd], cross_kv
+  → logits f32 [B,V], next_cache
+- ``<depth|normals>_x0``: tokens i64 [B,14,14], sample f32 [B,C,224,224], timestep i64 [1] → x0 f32
+- ``segmentation_labels``: tokens i64 [B,14,14] → labels i64 [B,224,224]
+- ``pose_rotations``: codes i64 [P,8] → rotations f32 [P,23,3,3]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from fourm_ros.model.fourm import FourM
+from fourm_ros.tokenizers.divae import DiVAEDecoder
+from fourm_ros.tokenizers.human_pose import PoseDecoder
+from fourm_ros.tokenizers.semseg import SemsegDecoder
+
+DENSE_TARGETS = {"depth": "tok_depth@224", "normals": "tok_normal@224", "segmentation": "tok_semseg@224"}
+"""Pipeline task → 4M-21 modality of its tokens."""
+SEQUENCE_TARGETS = {"caption": "caption", "human_pose": "human_poses"}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """Names of a graph's inputs and outputs, in call order, and the axes that vary between calls."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    dynamic_axes: dict[str, dict[int, str]]
+
+
+def _dtype(module: nn.Module) -> torch.dtype:
+    return next(module.parameters()).dtype
+
+
+class Encoder(nn.Module):
+    """RGB → the decoder context of the 4M-21 encoder (run once per frame)."""
+
+    spec = GraphSpec(("rgb",), ("context",), {"rgb": {0: "batch"}, "context": {0: "batch"}})
+
+    def __init__(self, model: FourM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, rgb: Tensor) -> Tensor:
+        return self.model.encode(rgb.to(_dtype(self.model)))
+
+
+class DenseDecoder(nn.Module):
+    """Context → argmax tokens of every dense target, all targets in one batched decoder pass."""
+
+    spec = GraphSpec(("context",), ("tokens",), {"context": {0: "batch"}, "tokens": {0: "batch"}})
+
+    def __init__(self, model: FourM, targets: Sequence[str]):
+        super().__init__()
+        self.model, self.targets = model, tuple(targets)
+
+    def forward(self, context: Tensor) -> Tensor:
+        logits = self.model.decode_dense(context, self.targets)
+        return torch.stack([logits[name].argmax(dim=-1) for name in self.targets], dim=1)
+
+
+class CrossKV(nn.Module):
+    """Encoder context → cross-attention keys/values of every decoder layer (once per frame)."""
+
+    spec = GraphSpec(("context",), ("cross_kv",), {"context": {0: "batch"}, "cross_kv": {2: "batch"}})
+
+    def __init__(self, model: FourM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, context: Tensor) -> Tensor:
+        return self.model.precompute_cross_kv(context)
+
+
+class SequenceStep(nn.Module):
+    """One autoregressive step of a sequence target with its static-shape self-attention cache."""
+
+    spec = GraphSpec(
+        ("token", "position", "self_cache", "cross_kv"),
+        ("logits", "next_cache"),
+        {
+            "token": {0: "batch"},
+            "self_cache": {2: "batch"},
+            "cross_kv": {2: "batch"},
+            "logits": {0: "batch"},
+            "next_cache": {2: "batch"},
+        },
+    )
+
+    def __init__(self, model: FourM, target: str):
+        super().__init__()
+        self.model, self.target = model, target
+
+    def forward(
+        self, token: Tensor, position: Tensor, self_cache: Tensor, cross_kv: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        logits, cache = self.model.decode_step(self.target, token, position, self_cache, cross_kv)
+        return logits.float(), cache
+
+
+class DiffusionX0(nn.Module):
+    """The DiVAE network: tokens + noisy sample at a timestep → predicted clean depth/normal image."""
+
+    spec = GraphSpec(
+        ("tokens", "sample", "timestep"),
+        ("x0",),
+        {"tokens": {0: "batch"}, "sample": {0: "batch"}, "x0": {0: "batch"}},
+    )
+
+    def __init__(self, decoder: DiVAEDecoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, tokens: Tensor, sample: Tensor, timestep: Tensor) -> Tensor:
+        dtype = _dtype(self.decoder.decoder)
+        latents = self.decoder.quantize(tokens).to(dtype)
+        return self.decoder.decoder(sample.to(dtype), timestep, latents).float()
+
+
+class SegmentationLabels(nn.Module):
+    """Semseg tokens → per-pixel class ids (0 = unlabeled)."""
+
+    spec = GraphSpec(("tokens",), ("labels",), {"tokens": {0: "batch"}, "labels": {0: "batch"}})
+
+    def __init__(self, decoder: SemsegDecoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        return self.decoder(tokens).argmax(dim=1)
+
+
+class PoseRotations(nn.Module):
+    """8 pose codes per person → 23 SMPL body-joint rotation matrices."""
+
+    spec = GraphSpec(("codes",), ("rotations",), {"codes": {0: "persons"}, "rotations": {0: "persons"}})
+
+    def __init__(self, decoder: PoseDecoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, codes: Tensor) -> Tensor:
+        return self.decoder(codes).float()
+
+
+def build_graphs(
+    model: FourM,
+    *,
+    dense_targets: Sequence[str] = (),
+    sequence_targets: Sequence[str] = (),
+    depth: DiVAEDecoder | None = None,
+    normals: DiVAEDecoder | None = None,
+    segmentation: SemsegDecoder | None = None,
+    pose: PoseDecoder | None = None,
+) -> dict[str, nn.Module]:
+    """The graphs a job needs, by name; ``dense_targets`` / ``sequence_targets`` are 4M-21 modality names."""
+    graphs: dict[str, nn.Module] = {"encoder": Encoder(model)}
+    if dense_targets:
+        graphs["dense_decoder"] = DenseDecoder(model, dense_targets)
+    if sequence_targets:
+        graphs["cross_kv"] = CrossKV(model)
+    for target in sequence_targets:
+        graphs[f"{target}_step"] = SequenceStep(model, target)
+    if depth is not None:
+        graphs["depth_x0"] = DiffusionX0(depth)
+    if normals is not None:
+        graphs["normals_x0"] = DiffusionX0(normals)
+    if segmentation is not None:
+        graphs["segmentation_labels"] = SegmentationLabels(segmentation)
+    if pose is not None:
+        graphs["pose_rotations"] = PoseRotations(pose)
+    return {name: graph.eval() for name, graph in graphs.items()}
