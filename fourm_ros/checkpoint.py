@@ -75,11 +75,16 @@ def _local_checkpoint(path: Path, source: str, weights_name: str) -> Checkpoint:
                 f"checkpoint directory {path} has no {weights_name}; expected the Hugging Face layout "
                 f"({CONFIG_NAME} + {weights_name})"
             )
-    config_path = directory / CONFIG_NAME
+    return Checkpoint(source=source, directory=directory, weights=weights, config=read_config(directory))
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    """The ``config.json`` of a checkpoint directory, as a dict."""
+    config_path = Path(directory) / CONFIG_NAME
     if not config_path.is_file():
         raise CheckpointError(
             f"checkpoint directory {directory} has no {CONFIG_NAME}; expected the Hugging Face layout "
-            f"({CONFIG_NAME} + {weights_name})"
+            f"({CONFIG_NAME} + {WEIGHTS_NAME})"
         )
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
@@ -87,7 +92,7 @@ def _local_checkpoint(path: Path, source: str, weights_name: str) -> Checkpoint:
         raise CheckpointError(f"{config_path} is not valid JSON: {error}") from error
     if not isinstance(config, dict):
         raise CheckpointError(f"{config_path} must hold a JSON object, found {type(config).__name__}")
-    return Checkpoint(source=source, directory=directory, weights=weights, config=config)
+    return config
 
 
 def _hub_checkpoint(

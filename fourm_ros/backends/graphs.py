@@ -110,7 +110,10 @@ class SequenceStep(nn.Module):
     def forward(
         self, token: Tensor, position: Tensor, self_cache: Tensor, cross_kv: Tensor
     ) -> tuple[Tensor, Tensor]:
-        logits, cache = self.model.decode_step(self.target, token, position, self_cache, cross_kv)
+        dtype = _dtype(self.model)
+        logits, cache = self.model.decode_step(
+            self.target, token, position, self_cache.to(dtype), cross_kv.to(dtype)
+        )
         return logits.float(), cache
 
 
@@ -167,7 +170,7 @@ def build_graphs(
     depth: DiVAEDecoder | None = None,
     normals: DiVAEDecoder | None = None,
     segmentation: SemsegDecoder | None = None,
-    pose: PoseDecoder | None = None,
+    human_pose: PoseDecoder | None = None,
 ) -> dict[str, nn.Module]:
     """The graphs a job needs, by name; ``dense_targets`` / ``sequence_targets`` are 4M-21 modality names."""
     graphs: dict[str, nn.Module] = {"encoder": Encoder(model)}
@@ -183,6 +186,6 @@ def build_graphs(
         graphs["normals_x0"] = DiffusionX0(normals)
     if segmentation is not None:
         graphs["segmentation_labels"] = SegmentationLabels(segmentation)
-    if pose is not None:
-        graphs["pose_rotations"] = PoseRotations(pose)
+    if human_pose is not None:
+        graphs["pose_rotations"] = PoseRotations(human_pose)
     return {name: graph.eval() for name, graph in graphs.items()}

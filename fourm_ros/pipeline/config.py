@@ -149,6 +149,9 @@ class PipelineConfig:
     device: str = setting("cpu", "cpu, cuda or cuda:N")
     dtype: str = setting("float32", "torch compute dtype", choices=("float32", "bfloat16", "float16"))
     threads: int = setting(0, "CPU threads for torch / ONNX Runtime; 0 = library default", minimum=0)
+    smpl_model: str | None = setting(
+        None, "your licensed SMPL model as .npz for body-shaped 3D joints; empty = a generic adult skeleton"
+    )
     tasks: TasksConfig = field(default_factory=TasksConfig)
     dense_decoding: DenseDecodingConfig = field(default_factory=DenseDecodingConfig)
     engines: EnginesConfig = field(default_factory=EnginesConfig)

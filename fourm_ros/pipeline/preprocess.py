@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
 
 MODEL_SIZE = 224
@@ -109,8 +108,11 @@ def normalize(grid_rgb: np.ndarray) -> np.ndarray:
     return np.moveaxis(scaled, -1, -3)
 
 
-def preprocess(frames: Sequence[np.ndarray], size: int = MODEL_SIZE) -> tuple[torch.Tensor, list[CropMap]]:
-    """Frames (any sizes) → a normalised batch [B, 3, size, size] and each frame's :class:`CropMap`."""
+def preprocess(
+    frames: Sequence[np.ndarray], size: int = MODEL_SIZE
+) -> tuple[np.ndarray, list[CropMap], np.ndarray]:
+    """Frames (any sizes) → a normalised float32 batch [B, 3, size, size], each frame's :class:`CropMap`, and
+    the uint8 crops [B, size, size, 3] the model sees (for overlays)."""
     if len(frames) == 0:
         raise ValueError("preprocess needs at least one frame")
     crops, grids = [], []
@@ -119,4 +121,5 @@ def preprocess(frames: Sequence[np.ndarray], size: int = MODEL_SIZE) -> tuple[to
         crop = CropMap.centre(frame.shape[0], frame.shape[1], size)
         crops.append(crop)
         grids.append(crop_and_resize(frame, crop))
-    return torch.from_numpy(np.ascontiguousarray(normalize(np.stack(grids)))), crops
+    grid_rgb = np.stack(grids)
+    return np.ascontiguousarray(normalize(grid_rgb)), crops, grid_rgb

@@ -81,16 +81,22 @@ class DDIMSampler:
         steps: int = 1,
         generator: torch.Generator | None = None,
         device: str | torch.device = "cpu",
+        noise: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Run the sampler from Gaussian noise; returns a float32 tensor of ``shape`` on ``device``.
 
         ``predict_x0(sample, timestep)`` is the network. The starting noise is drawn in float32 on the
         generator's device (CPU without a generator), as the reference does, so a seeded generator gives
-        the same result on every device.
+        the same result on every device. ``noise`` replaces that draw (e.g. the same noise for every frame
+        of a batch, so that a frame's result does not depend on its batch position).
         """
         timesteps = self.timesteps(steps)
-        noise_device = generator.device if generator is not None else torch.device("cpu")
-        sample = torch.randn(shape, generator=generator, device=noise_device, dtype=torch.float32).to(device)
+        if noise is None:
+            noise_device = generator.device if generator is not None else torch.device("cpu")
+            noise = torch.randn(shape, generator=generator, device=noise_device, dtype=torch.float32)
+        elif tuple(noise.shape) != tuple(shape):
+            raise ValueError(f"noise must have shape {list(shape)}, got {list(noise.shape)}")
+        sample = noise.to(device=device, dtype=torch.float32)
         for timestep in timesteps:
             sample = self.step(predict_x0(sample, timestep).float(), timestep, sample, steps)
         return sample

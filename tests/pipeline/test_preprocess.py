@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from fourm_ros.pipeline.preprocess import (
@@ -74,19 +73,21 @@ def test_resize_is_pil_bicubic_of_the_centre_crop():
 def test_normalisation_and_layout():
     frame = np.zeros((224, 224, 3), dtype=np.uint8)
     frame[..., 0] = 255
-    batch, crops = preprocess([frame])
-    assert batch.shape == (1, 3, 224, 224) and batch.dtype == torch.float32
+    batch, crops, grids = preprocess([frame])
+    assert batch.shape == (1, 3, 224, 224) and batch.dtype == np.float32
     assert crops[0] == CropMap(224, 224, 0, 0, 224)
+    np.testing.assert_array_equal(grids[0], frame)
     expected = (np.array([1.0, 0.0, 0.0]) - IMAGENET_MEAN) / IMAGENET_STD
-    np.testing.assert_allclose(batch[0, :, 5, 7].numpy(), expected, rtol=1e-6)
+    np.testing.assert_allclose(batch[0, :, 5, 7], expected, rtol=1e-6)
 
 
 def test_batch_equals_single_frames():
     frames = [_frame(300, 400, 1), _frame(224, 500, 2), _frame(640, 480, 3)]
-    batch, crops = preprocess(frames)
+    batch, crops, grids = preprocess(frames)
     for i, frame in enumerate(frames):
-        single, (crop,) = preprocess([frame])
-        torch.testing.assert_close(batch[i : i + 1], single, rtol=0, atol=0)
+        single, (crop,), (grid,) = preprocess([frame])
+        np.testing.assert_array_equal(batch[i : i + 1], single)
+        np.testing.assert_array_equal(grids[i], grid)
         assert crops[i] == crop
 
 

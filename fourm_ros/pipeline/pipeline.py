@@ -1,0 +1,274 @@
+"""The perception pipeline: RGB frames in, typed :class:`Results` out, on any backend.
+
+Stages per batch of frames: preprocess → encoder (once) → one batched decoder pass for every dense target
+→ tokenizer decoders (depth / normals DDIM, segmentation) → captions and human poses by autoregression
+with a KV cache (every ``every_n_frames`` calls). The backend runs the tensor graphs; the loops and the
+token/skeleton parsing live here, so every backend computes the same thing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from fourm_ros.backends.base import Backend
+from fourm_ros.backends.graphs import DENSE_TARGETS, SEQUENCE_TARGETS, build_graphs
+from fourm_ros.backends.torch_backend import TorchBackend
+from fourm_ros.model import generation
+from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
+from fourm_ros.pipeline.config import PipelineConfig
+from fourm_ros.pipeline.preprocess import preprocess
+from fourm_ros.pipeline.results import PersonResult, Results
+from fourm_ros.pipeline.weights import RANDOM_WEIGHTS_WARNING, TOKENIZER_TASKS, Components, load_components
+from fourm_ros.tokenizers import divae, skeleton, text
+from fourm_ros.tokenizers.ddim import DDIMSampler
+
+LOG = logging.getLogger("fourm_ros.pipeline")
+STOP_IDS = (text.EOS_ID, text.GENERATION_STOP_ID)
+
+
+class _GraphPoseDecoder:
+    """The pose graph of a backend behind the ``decode(codes)`` interface the skeleton code expects."""
+
+    def __init__(self, backend: Backend):
+        self.backend = backend
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        rotations = self.backend.run("pose_rotations", codes=codes.numpy().astype(np.int64))["rotations"]
+        return torch.from_numpy(self.backend.to_numpy(rotations))
+
+
+class Pipeline:
+    """Runs the enabled tasks of ``config`` on batches of frames. Build it once; call it per batch."""
+
+    def __init__(self, config: PipelineConfig, components: Components, backend: Backend | None = None):
+        self.config = config
+        self.tasks = config.tasks.enabled
+        self.random_weights = components.random_weights
+        self.model_name = components.model_name
+        self._model: FourM = components.model
+        self._dense = tuple(task for task in DENSE_TARGETS if task in self.tasks)
+        self._sequences = tuple(task for task in SEQUENCE_TARGETS if task in self.tasks)
+        decoders = {
+            task: getattr(components, task) if task in self.tasks else None for task in TOKENIZER_TASKS
+        }
+        missing = [task for task, decoder in decoders.items() if task in self.tasks and decoder is None]
+        if missing:
+            raise ValueError(f"tasks {missing} are enabled but their tokenizer decoders were not loaded")
+        self._diffusion_tasks = tuple(task for task in ("depth", "normals") if task in self.tasks)
+        self._samplers = {
+            task: DDIMSampler(
+                decoders[task].config.num_train_timesteps,
+                zero_terminal_snr=decoders[task].config.zero_terminal_snr,
+                clip_sample=decoders[task].config.clip_sample,
+            )
+            for task in self._diffusion_tasks
+        }
+        self._channels = {task: decoders[task].config.n_channels for task in self._diffusion_tasks}
+        self.backend = backend or TorchBackend(
+            build_graphs(
+                components.model,
+                dense_targets=[DENSE_TARGETS[task] for task in self._dense],
+                sequence_targets=[SEQUENCE_TARGETS[task] for task in self._sequences],
+                **decoders,
+            ),
+            config.device,
+        )
+        self._skeleton = (
+            skeleton.SmplSkeleton.from_npz(config.smpl_model)
+            if config.smpl_model
+            else skeleton.GenericSkeleton()
+        )
+        self._pose_decoder = _GraphPoseDecoder(self.backend)
+        self._calls = 0
+        self._generator = torch.Generator().manual_seed(0)  # sequence sampling (temperature > 0)
+        if self.random_weights:
+            LOG.warning(RANDOM_WEIGHTS_WARNING)
+        if self._sampled_dense and self.backend.name != "torch":
+            raise ValueError(
+                "dense_decoding with steps > 1, temperature > 0 or cfg_scale != 1 runs on the torch backend "
+                f"only; set backend: torch or keep the defaults (got backend {self.backend.name})"
+            )
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig) -> Pipeline:
+        """Load the weights the configuration names and build the pipeline on the torch backend."""
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        return cls(config, load_components(config))
+
+    @property
+    def _sampled_dense(self) -> bool:
+        settings = self.config.dense_decoding
+        return bool(self._dense) and (
+            settings.steps > 1 or settings.temperature > 0 or settings.cfg_scale != 1
+        )
+
+    def describe(self) -> str:
+        return f"{self.model_name} on {self.backend.describe()}; tasks: {', '.join(self.tasks)}"
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> list[Results]:
+        """Results for each frame (several frames, e.g. several cameras, run as one batch)."""
+        timings: dict[str, float] = {}
+
+        @contextmanager
+        def timed(stage: str) -> Iterator[None]:
+            start = perf_counter()
+            yield
+            timings[stage] = timings.get(stage, 0.0) + perf_counter() - start
+
+        with timed("preprocess"):
+            rgb, crops, grids = preprocess(frames)
+        batch = len(crops)
+        fields: list[dict[str, Any]] = [{"tokens": {}} for _ in range(batch)]
+
+        def put(name: str, values: Sequence[Any]) -> None:
+            for b in range(batch):
+                fields[b][name] = values[b]
+
+        index, self._calls = self._calls, self._calls + 1
+        due = [
+            task for task in self._sequences if index % getattr(self.config.tasks, task).every_n_frames == 0
+        ]
+        context = None
+        if due or (self._dense and not self._sampled_dense):
+            with timed("encoder"):
+                context = self.backend.run("encoder", rgb=rgb)["context"]
+        if self._dense:
+            with timed("dense_decoder"):
+                tokens = self._dense_tokens(rgb, context)
+            for task, grid in tokens.items():
+                for b in range(batch):
+                    fields[b]["tokens"][DENSE_TARGETS[task]] = grid[b]
+            for task in self._diffusion_tasks:
+                with timed(f"{task}_decoder"):
+                    put(task, self._diffusion(task, tokens[task]))
+            if "segmentation" in self._dense:
+                with timed("segmentation_decoder"):
+                    labels = self.backend.run("segmentation_labels", tokens=tokens["segmentation"])["labels"]
+                    put("labels", self.backend.to_numpy(labels).astype(np.uint8))
+        if due:
+            with timed("cross_kv"):
+                cross_kv = self.backend.run("cross_kv", context=context)["cross_kv"]
+        for task in due:
+            with timed(task):
+                ids = self._generate(task, cross_kv, batch).numpy()
+            for b in range(batch):
+                fields[b]["tokens"][SEQUENCE_TARGETS[task]] = ids[b]
+            if task == "caption":
+                put("caption", [text.caption_from_ids(row) for row in ids])
+            else:
+                with timed("pose_decoder"):
+                    decoded = [
+                        skeleton.persons_from_sequence(row, self._pose_decoder, self._skeleton) for row in ids
+                    ]
+                put(
+                    "persons",
+                    [
+                        [PersonResult.from_decoded(p, crop) for p in people]
+                        for people, crop in zip(decoded, crops, strict=True)
+                    ],
+                )
+        return [
+            Results(
+                crop=crops[b],
+                grid_rgb=grids[b],
+                random_weights=self.random_weights,
+                timings=dict(timings),
+                **fields[b],
+            )
+            for b in range(batch)
+        ]
+
+    def _dense_tokens(self, rgb: np.ndarray, context: Any) -> dict[str, np.ndarray]:
+        """Token grids [B, 14, 14] per dense task: one batched argmax pass, or the sampled torch path."""
+        names = [DENSE_TARGETS[task] for task in self._dense]
+        if self._sampled_dense:
+            tokens = self._sampled_tokens(torch.from_numpy(rgb), names)
+        else:
+            tokens = self.backend.to_numpy(self.backend.run("dense_decoder", context=context)["tokens"])
+        side = round(tokens.shape[-1] ** 0.5)
+        return {
+            task: tokens[:, i].reshape(-1, side, side).astype(np.int64) for i, task in enumerate(self._dense)
+        }
+
+    def _sampled_tokens(self, rgb: torch.Tensor, names: Sequence[str]) -> np.ndarray:
+        settings = self.config.dense_decoding
+        generator = torch.Generator().manual_seed(settings.seed)
+        device = next(self._model.parameters()).device
+        tokens = [
+            self._model.generate_image(
+                rgb.to(device),
+                name,
+                steps=settings.steps,
+                scheme=settings.scheme,
+                temperature=settings.temperature,
+                top_k=settings.top_k,
+                top_p=settings.top_p,
+                cfg_scale=settings.cfg_scale,
+                generator=generator,
+            ).cpu()
+            for name in names
+        ]
+        return torch.stack(tokens, dim=1).numpy()
+
+    def _diffusion(self, task: str, tokens: np.ndarray) -> np.ndarray:
+        """Depth [B, H, W] or unit normals [B, H, W, 3] from token grids, with the task's DDIM settings."""
+        settings = getattr(self.config.tasks, task)
+        side = tokens.shape[-1] * 16
+        shape = (tokens.shape[0], self._channels[task], side, side)
+
+        def predict_x0(sample: torch.Tensor, timestep: int) -> torch.Tensor:
+            out = self.backend.run(
+                f"{task}_x0",
+                tokens=tokens,
+                sample=sample.numpy(),
+                timestep=np.array([timestep], dtype=np.int64),
+            )
+            return torch.from_numpy(self.backend.to_numpy(out["x0"]))
+
+        # The same seeded noise for every frame: results repeat and do not depend on the batch.
+        noise = torch.randn((1, *shape[1:]), generator=torch.Generator().manual_seed(settings.seed))
+        output = self._samplers[task].sample(
+            predict_x0, shape, settings.diffusion_steps, noise=noise.expand(shape)
+        )
+        return divae.relative_depth(output) if task == "depth" else divae.unit_normals(output)
+
+    def _generate(self, task: str, cross_kv: Any, batch: int) -> torch.Tensor:
+        """Autoregressive ids [B, T] of a sequence task, with the static-shape KV cache of its step graph."""
+        settings = getattr(self.config.tasks, task)
+        cfg = self._model.config
+        shape = (cfg.decoder_depth, 2, batch, cfg.num_heads, settings.max_tokens, cfg.head_dim)
+        cache: Any = np.zeros(shape, dtype=np.float32)
+        graph = f"{SEQUENCE_TARGETS[task]}_step"
+
+        def step(token: torch.Tensor, position: int) -> torch.Tensor:
+            nonlocal cache
+            out = self.backend.run(
+                graph,
+                token=token.numpy(),
+                position=np.array([position], dtype=np.int64),
+                self_cache=cache,
+                cross_kv=cross_kv,
+            )
+            cache = out["next_cache"]
+            return torch.from_numpy(self.backend.to_numpy(out["logits"]))
+
+        start = torch.full((batch, 1), FIRST_SENTINEL_ID, dtype=torch.long)
+        return generation.autoregress(
+            step,
+            start,
+            settings.max_tokens,
+            STOP_IDS,
+            text.PAD_ID,
+            settings.temperature,
+            settings.top_k,
+            settings.top_p,
+            self._generator,
+        )
