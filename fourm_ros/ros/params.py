@@ -57,6 +57,10 @@ class NodeConfig:
         "camera namespaces; each reads <ns>/image and <ns>/camera_info and publishes under <ns>/. "
         "'' = no prefix. Frames of all cameras are batched into one forward pass.",
     )
+    require_camera_info: bool = setting(
+        True,
+        "skip (and count) frames without a matching CameraInfo; false: publish them without grid/camera_info",
+    )
     publish_color: bool = setting(True, "also publish normals/color and segmentation/color (rgb8 pictures)")
     mono16_range: tuple[int, ...] = setting((0, 65535), "mono16 input values mapped to black and white")
     diagnostics_period_s: float = setting(1.0, "period of /diagnostics messages", minimum=0.1, maximum=60.0)

@@ -1,0 +1,299 @@
+"""perception_node: camera topics in, 4M-21 depth, normals, segmentation, human poses and captions out.
+
+A thin adapter over :class:`fourm_ros.pipeline.Pipeline`. Subscription callbacks only park the newest
+message per camera; a worker thread converts, batches the cameras into one pipeline call, and publishes,
+so the executor never blocks. A message that arrives while the previous one still waits is replaced (the
+newest frame wins) and counted as dropped. Every output carries the header of the frame it came from.
+Bad input is logged (throttled), counted in /diagnostics, and the node goes on with the next frame.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from geometry_msgs.msg import PoseArray
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.publisher import Publisher
+from rclpy.time import Time
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header, String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from fourm_ros import viz
+from fourm_ros.backends.base import BackendError
+from fourm_ros.checkpoint import CheckpointError
+from fourm_ros.pipeline.config import ConfigError, PipelineConfig
+from fourm_ros.pipeline.pipeline import Pipeline
+from fourm_ros.pipeline.results import Results
+from fourm_ros.pipeline.weights import RANDOM_WEIGHTS_WARNING
+from fourm_ros.ros import topics
+from fourm_ros.ros.camera_info import camera_info_for_grid, camera_info_matches
+from fourm_ros.ros.conversion import (
+    BadImageError,
+    compressed_to_rgb,
+    copy_header,
+    depth_image,
+    image_to_rgb,
+    labels_image,
+    normals_image,
+    rgb_image,
+)
+from fourm_ros.ros.diagnostics import PipelineStats
+from fourm_ros.ros.labels import labels_message
+from fourm_ros.ros.markers import caption_marker, root_poses, skeleton_markers
+from fourm_ros.ros.params import declare_and_read
+from fourm_ros.ros.qos import describe_qos, make_qos
+from fourm_ros.tokenizers.semseg import semseg_palette
+from fourm_ros.tokenizers.skeleton import PARENTS
+
+MESSAGE_TYPES = {
+    "sensor_msgs/msg/Image": Image,
+    "sensor_msgs/msg/CameraInfo": CameraInfo,
+    "std_msgs/msg/String": String,
+    "std_msgs/msg/Header": Header,
+    "visualization_msgs/msg/MarkerArray": MarkerArray,
+    "visualization_msgs/msg/Marker": Marker,
+    "geometry_msgs/msg/PoseArray": PoseArray,
+}
+LOG_THROTTLE_S = 5.0
+SKELETON_LIFETIME_S = 2.0
+
+
+@dataclass
+class _Camera:
+    name: str
+    publishers: dict[str, Publisher]
+    info: CameraInfo | None = None
+
+
+class PerceptionNode(Node):
+    """The ROS 2 node around one :class:`Pipeline`; ``pipeline_factory`` builds it from the parameters."""
+
+    def __init__(
+        self,
+        pipeline_factory: Callable[[PipelineConfig], Pipeline] = Pipeline.from_config,
+        *,
+        node_name: str = "perception_node",
+        **node_options,
+    ):
+        super().__init__(node_name, **node_options)
+        self.pipeline_config, self.settings = declare_and_read(self)
+        log = self.get_logger()
+        self.pipeline = pipeline_factory(self.pipeline_config)
+        self.stats = PipelineStats()
+        self.stats.set_engine(
+            self.pipeline.backend.describe(), self.pipeline.model_name, self.pipeline.random_weights
+        )
+        log.info(f"pipeline ready: {self.pipeline.describe()}")
+        if self.pipeline.random_weights:
+            log.warning(RANDOM_WEIGHTS_WARNING)
+        self._palette = semseg_palette()
+        input_qos = self.settings.qos.input.profile("input")
+        output_qos = self.settings.qos.output.profile("output")
+        outputs = topics.outputs_for(self.pipeline.tasks)
+        if not self.settings.publish_color:
+            outputs = tuple(out for out in outputs if not out.topic.endswith("/color"))
+        input_type, input_name = (
+            (CompressedImage, topics.COMPRESSED_IMAGE)
+            if self.settings.input == "compressed"
+            else (Image, topics.IMAGE)
+        )
+        self._cameras: dict[str, _Camera] = {}
+        for name in self.settings.cameras:
+            publishers = {
+                out.topic: self.create_publisher(
+                    MESSAGE_TYPES[out.msgtype],
+                    topics.camera_topic(name, out.topic),
+                    make_qos("latched") if out.topic == "segmentation/labels" else output_qos,
+                )
+                for out in outputs
+            }
+            camera = _Camera(name, publishers)
+            self._cameras[name] = camera
+            self.create_subscription(
+                input_type,
+                topics.camera_topic(name, input_name),
+                lambda msg, c=camera: self._on_image(c, msg),
+                input_qos,
+            )
+            self.create_subscription(
+                CameraInfo,
+                topics.camera_topic(name, topics.CAMERA_INFO),
+                lambda msg, c=camera: self._on_info(c, msg),
+                input_qos,
+            )
+            if "segmentation/labels" in publishers:
+                publishers["segmentation/labels"].publish(labels_message())
+        cameras = [name or "(no prefix)" for name in self._cameras]
+        log.info(f"cameras {cameras}, input {input_name} [{describe_qos(input_qos)}]")
+        log.info(f"outputs [{describe_qos(output_qos)}]: {', '.join(out.topic for out in outputs)}")
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_timer(self.settings.diagnostics_period_s, self._publish_diagnostics)
+        self._condition = threading.Condition()
+        self._pending: dict[str, Image | CompressedImage] = {}
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="fourm_ros_pipeline", daemon=True)
+        self._worker.start()
+
+    # ------------------------------------------------------------------ callbacks (executor thread)
+
+    def _on_image(self, camera: _Camera, msg: Image | CompressedImage) -> None:
+        now = self.get_clock().now().nanoseconds * 1e-9
+        self.stats.input_received(Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, now)
+        with self._condition:
+            if camera.name in self._pending:
+                self.stats.frame_dropped()
+            self._pending[camera.name] = msg
+            self._condition.notify()
+
+    def _on_info(self, camera: _Camera, msg: CameraInfo) -> None:
+        camera.info = msg
+
+    def _publish_diagnostics(self) -> None:
+        self._diagnostics.publish(
+            self.stats.to_diagnostic_array(self.get_clock().now().to_msg(), self.get_fully_qualified_name())
+        )
+
+    # ------------------------------------------------------------------ worker thread
+
+    def _work(self) -> None:
+        while True:
+            with self._condition:
+                self._condition.wait_for(lambda: self._pending or self._stopping)
+                if self._stopping:
+                    return
+                batch, self._pending = self._pending, {}
+            frames, sources = [], []
+            for name, msg in batch.items():
+                camera = self._cameras[name]
+                rgb = self._to_rgb(camera, msg)
+                if rgb is not None and self._camera_info_ok(camera, rgb):
+                    frames.append(rgb)
+                    sources.append((camera, msg.header))
+            if not frames:
+                continue
+            try:
+                results = self.pipeline(frames)
+            except Exception as error:  # one failing frame must not stop the node
+                self.stats.pipeline_failed(f"{type(error).__name__}: {error}")
+                self.get_logger().error(
+                    f"pipeline failed on a frame: {error}", throttle_duration_sec=LOG_THROTTLE_S
+                )
+                continue
+            for (camera, header), result in zip(sources, results, strict=True):
+                self._publish(camera, header, result)
+                self.stats.frame_processed(result.timings)
+
+    def _to_rgb(self, camera: _Camera, msg: Image | CompressedImage) -> np.ndarray | None:
+        try:
+            if isinstance(msg, CompressedImage):
+                return compressed_to_rgb(msg)
+            return image_to_rgb(msg, mono16_range=self.settings.mono16_range)
+        except BadImageError as error:
+            self.stats.bad_message(error.reason)
+            topic = topics.camera_topic(
+                camera.name, topics.COMPRESSED_IMAGE if isinstance(msg, CompressedImage) else topics.IMAGE
+            )
+            self.get_logger().warning(
+                f"{topic}: dropped a bad image: {error}", throttle_duration_sec=LOG_THROTTLE_S
+            )
+            return None
+
+    def _publish(self, camera: _Camera, header: Header, result: Results) -> None:
+        header = copy_header(header)
+        out = camera.publishers
+        if result.depth is not None:
+            out["depth/relative"].publish(depth_image(result.depth, header))
+        if result.normals is not None:
+            out["normals"].publish(normals_image(result.normals, header))
+            if "normals/color" in out:
+                out["normals/color"].publish(rgb_image(viz.normals_to_rgb(result.normals), header))
+        if result.labels is not None:
+            out["segmentation"].publish(labels_image(result.labels, header))
+            if "segmentation/color" in out:
+                overlay = viz.segmentation_overlay(result.grid_rgb, result.labels, self._palette)
+                out["segmentation/color"].publish(rgb_image(overlay, header))
+        if result.persons is not None:
+            self._publish_persons(out, header, result)
+        if result.caption is not None:
+            out["caption"].publish(String(data=result.caption))
+            out["caption/marker"].publish(caption_marker(result.caption, header))
+        if "grid/camera_info" in out:
+            self._publish_grid_info(camera, header, result)
+        out[topics.PROCESSED].publish(header)
+
+    def _publish_persons(self, out: dict[str, Publisher], header: Header, result: Results) -> None:
+        persons = [person for person in result.persons if person.valid]
+        joints = [person.joints_3d for person in persons]
+        out["human_pose/markers"].publish(
+            skeleton_markers(joints, PARENTS, header, lifetime_s=SKELETON_LIFETIME_S)
+        )
+        positions = np.array([person.joints_3d[0] for person in persons]).reshape(-1, 3)
+        rotations = np.array([person.global_orient for person in persons]).reshape(-1, 3, 3)
+        out["human_pose/poses"].publish(root_poses(positions, rotations, header))
+
+    def _camera_info_problem(self, camera: _Camera, width: int, height: int) -> str | None:
+        if camera.info is None:
+            return "missing camera_info"
+        if not camera_info_matches(camera.info, width, height):
+            return "camera_info size mismatch"
+        return None
+
+    def _camera_info_ok(self, camera: _Camera, rgb: np.ndarray) -> bool:
+        """False (counted, logged) if the frame needs a CameraInfo it does not have."""
+        if not self.settings.require_camera_info:
+            return True
+        problem = self._camera_info_problem(camera, rgb.shape[1], rgb.shape[0])
+        if problem is None:
+            return True
+        self.stats.bad_message(problem)
+        info = camera.info
+        detail = (
+            "none received yet"
+            if info is None
+            else f"it is {info.width}×{info.height}, the image {rgb.shape[1]}×{rgb.shape[0]}"
+        )
+        self.get_logger().warning(
+            f"{topics.camera_topic(camera.name, topics.CAMERA_INFO)}: {problem} ({detail}); frame skipped. "
+            "Set ros.require_camera_info false to process frames without it.",
+            throttle_duration_sec=LOG_THROTTLE_S,
+        )
+        return False
+
+    def _publish_grid_info(self, camera: _Camera, header: Header, result: Results) -> None:
+        crop = result.crop
+        if self._camera_info_problem(camera, crop.input_width, crop.input_height) is None:
+            camera.publishers["grid/camera_info"].publish(camera_info_for_grid(camera.info, crop, header))
+
+    def destroy_node(self) -> None:
+        with self._condition:
+            self._stopping = True
+            self._condition.notify()
+        self._worker.join(timeout=30.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    """``ros2 run fourm_ros perception_node``."""
+    rclpy.init(args=args)
+    try:
+        node = PerceptionNode()
+    except (ConfigError, CheckpointError, BackendError, ValueError, OSError) as error:
+        print(f"perception_node cannot start: {error}", file=sys.stderr)
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
