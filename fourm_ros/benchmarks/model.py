@@ -12,41 +12,15 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
-import statistics
 import time
-from collections.abc import Callable
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
 
+from fourm_ros.benchmarks.timing import count_flops, matmul_flops_per_second, median_seconds
 from fourm_ros.model import FourM, FourMConfig
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 DENSE = ("tok_depth@224", "tok_normal@224", "tok_semseg@224")
-
-
-def _median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up: allocator, oneDNN kernels
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _flops(run: Callable[[], object]) -> int:
-    """FLOPs of one call; the math attention backend makes attention visible to the counter."""
-    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
-        run()
-    return counter.get_total_flops()
-
-
-def matmul_flops_per_second(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Dense square matmul throughput: the practical ceiling for the transformer's Linear layers."""
-    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    return 2 * size**3 / _median_seconds(lambda: a @ b, repeats)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -95,8 +69,8 @@ def main(argv: list[str] | None = None) -> None:
         }
         print(f"\n{'stage':32s} {'ms':>9s} {'GFLOP':>8s} {'GFLOP/s':>8s} {'of matmul':>9s} {'tokens/s':>9s}")
         for name, (run, tokens) in stages.items():
-            seconds = _median_seconds(run, args.repeats)
-            flops = _flops(run)
+            seconds = median_seconds(run, args.repeats)
+            flops = count_flops(run)
             rate = flops / seconds
             per_second = f"{tokens / seconds:9.1f}" if tokens else ""
             print(

@@ -10,15 +10,16 @@ FlopCounterMode: 2 per multiply-add) and the achieved GFLOP/s. The depth and nor
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
+from fourm_ros.benchmarks.timing import count_flops, median_seconds
+from fourm_ros.pipeline.weights import randomize
 from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder
+from fourm_ros.tokenizers.human_pose import PoseDecoder, PoseTokenizerConfig
+from fourm_ros.tokenizers.loading import official_config
 from fourm_ros.tokenizers.semseg import SemsegConfig, SemsegDecoder
 
 TOKEN_GRID = 14  # 224 px / 16 px per token
@@ -38,23 +39,10 @@ def _random_tokens(vocab_size: int) -> torch.Tensor:
     )
 
 
-def _randomise(module: torch.nn.Module) -> None:
-    """Random weights that keep activations O(1) like trained ones (fan-in scaled matrices, unit norms,
-    unit-norm codebook rows): tiny activations would hit slow denormal arithmetic and distort the timing."""
-    with torch.no_grad():
-        for name, tensor in module.state_dict().items():
-            if tensor.ndim >= 2:
-                tensor.normal_(0.0, tensor[0].numel() ** -0.5)
-            else:
-                tensor.fill_(1.0 if name.endswith("weight") else 0.0)
-        codebook = module.quantize._codebook.embed
-        codebook.div_(codebook.norm(dim=1, keepdim=True))
-
-
 def _divae_step(n_channels: int) -> Callable[[torch.dtype], Callable[[], object]]:
     def build(dtype: torch.dtype) -> Callable[[], object]:
         model = DiVAEDecoder(DiVAEConfig(n_channels=n_channels, codebook_size=8192))
-        _randomise(model)
+        randomize(model, seed=0)
         model = model.to(dtype).eval()
         tokens = _random_tokens(8192)
         return lambda: model.decode(tokens, steps=1, generator=torch.Generator().manual_seed(0))
@@ -64,38 +52,31 @@ def _divae_step(n_channels: int) -> Callable[[torch.dtype], Callable[[], object]
 
 def _semseg(dtype: torch.dtype) -> Callable[[], object]:
     model = SemsegDecoder(SemsegConfig(n_labels=134, codebook_size=4096))
-    _randomise(model)
+    randomize(model, seed=0)
     model = model.to(dtype).eval()
     tokens = _random_tokens(4096)
     return lambda: model.decode(tokens)
 
 
+def _pose(persons: int) -> Callable[[torch.dtype], Callable[[], object]]:
+    def build(dtype: torch.dtype) -> Callable[[], object]:
+        model = PoseDecoder(PoseTokenizerConfig.from_dict(official_config("human_pose")))
+        model = randomize(model, seed=0).to(dtype).eval()
+        codes = torch.randint(0, 1024, (persons, 8), generator=torch.Generator().manual_seed(0))
+        return lambda: model.decode(codes)
+
+    return build
+
+
 def tokenizer_cases() -> list[Case]:
-    """Every decoder the benchmark times. Add further decoders here (e.g. the human-pose decoder: a Case
-    whose ``build`` returns its decode call on one person's tokens)."""
+    """Every decoder the benchmark times."""
     return [
         Case("depth DiVAE UNet, 1 step @224", _divae_step(1)),
         Case("normal DiVAE UNet, 1 step @224", _divae_step(3)),
         Case("semseg ViT-B decoder @224", _semseg),
+        Case("human-pose decoder, 1 person", _pose(1)),
+        Case("human-pose decoder, 7 persons", _pose(7)),
     ]
-
-
-def _gflop(call: Callable[[], object]) -> float:
-    counter = FlopCounterMode(display=False)
-    with counter:
-        call()
-    return counter.get_total_flops() / 1e9
-
-
-def _median_seconds(call: Callable[[], object], repeats: int) -> float:
-    for _ in range(2):  # warm-up: oneDNN builds its kernels for new shapes over the first calls
-        call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -116,8 +97,8 @@ def main(argv: list[str] | None = None) -> None:
         for name in args.dtypes:
             try:
                 call = case.build(getattr(torch, name))
-                gflop = _gflop(call)
-                seconds = _median_seconds(call, args.repeats)
+                gflop = count_flops(call) / 1e9
+                seconds = median_seconds(call, args.repeats)
             except (RuntimeError, NotImplementedError) as error:
                 print(f"{case.name:34} {name:9} failed: {error}")
                 continue

@@ -5,25 +5,13 @@ Run: ``python -m fourm_ros.benchmarks.viz`` — prints the median milliseconds p
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import numpy as np
 
 from fourm_ros import viz
+from fourm_ros.benchmarks.timing import median_seconds
 
 SIZES = ((224, 224), (480, 640), (720, 1280), (1080, 1920))
 SKELETON_PARENTS = [-1, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 9, 9, 12, 13, 14, 16, 17, 18, 19, 20, 21]
-
-
-def _median_ms(call: Callable[[], object], repeats: int = 30) -> float:
-    call()  # warm-up (lookup tables, allocations)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return 1e3 * float(np.median(times))
 
 
 def main() -> None:
@@ -56,7 +44,7 @@ def main() -> None:
             "banner": lambda i=image: viz.banner(i),
         }
         for name, call in cases.items():
-            rows.setdefault(name, []).append(_median_ms(call))
+            rows.setdefault(name, []).append(1e3 * median_seconds(call, repeats=30, warmup=1))
     for name, values in rows.items():
         print(f"{name:<34}" + "".join(f"{v:>12.2f}" for v in values))
 

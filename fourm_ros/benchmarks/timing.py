@@ -1,0 +1,36 @@
+"""Measurement helpers shared by the benchmark scripts: median wall time, FLOP counts, matmul ceiling."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def median_seconds(call: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
+    """Median wall time of ``call`` after ``warmup`` calls (allocator, oneDNN kernel builds)."""
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def count_flops(call: Callable[[], object]) -> int:
+    """FLOPs of one call (2 per multiply-add); the math attention backend makes attention countable."""
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        call()
+    return counter.get_total_flops()
+
+
+def matmul_flops_per_second(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
+    """Dense square matmul throughput: the practical ceiling for the transformers' Linear layers."""
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    return 2 * size**3 / median_seconds(lambda: a @ b, repeats)
