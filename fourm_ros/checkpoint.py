@@ -22,6 +22,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from fourm_ros.errors import UserError
+
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -29,7 +31,7 @@ _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _MAX_LISTED_KEYS = 20
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(UserError, RuntimeError):
     """A checkpoint could not be found, read or matched to the module; the message says what to do."""
 
 

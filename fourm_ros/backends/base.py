@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from fourm_ros.errors import UserError
 
-class BackendError(RuntimeError):
+
+class BackendError(UserError, RuntimeError):
     """A backend cannot be created or cannot run a graph; the message says why and what to do."""
 
 

@@ -18,12 +18,14 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from fourm_ros.errors import UserError
+
 DEFAULT_MODEL = "EPFL-VILAB/4M-21_B"
 NODE_SECTION = "ros"
 """Key of the node-only settings inside a shared parameters file; the pipeline ignores it."""
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration value is unknown, of the wrong type or out of range; the message names it."""
 
 

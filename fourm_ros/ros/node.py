@@ -74,11 +74,12 @@ class _Camera:
 
 
 class PerceptionNode(Node):
-    """The ROS 2 node around one :class:`Pipeline`; ``pipeline_factory`` builds it from the parameters."""
+    """The ROS 2 node around one :class:`Pipeline`; ``pipeline_factory`` builds it from the parameters
+    (default: :meth:`Pipeline.from_config`, which loads the configured weights)."""
 
     def __init__(
         self,
-        pipeline_factory: Callable[[PipelineConfig], Pipeline] = Pipeline.from_config,
+        pipeline_factory: Callable[[PipelineConfig], Pipeline] | None = None,
         *,
         node_name: str = "perception_node",
         **node_options,
@@ -86,7 +87,7 @@ class PerceptionNode(Node):
         super().__init__(node_name, **node_options)
         self.pipeline_config, self.settings = declare_and_read(self)
         log = self.get_logger()
-        self.pipeline = pipeline_factory(self.pipeline_config)
+        self.pipeline = (pipeline_factory or Pipeline.from_config)(self.pipeline_config)
         self.stats = PipelineStats()
         self.stats.set_engine(
             self.pipeline.backend.describe(), self.pipeline.model_name, self.pipeline.random_weights

@@ -25,6 +25,7 @@ from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 
+from fourm_ros.errors import UserError
 from fourm_ros.ros import topics
 from fourm_ros.ros.bag import BagWriter
 from fourm_ros.ros.node import MESSAGE_TYPES
@@ -34,7 +35,7 @@ LOG = logging.getLogger("fourm_ros.replay")
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 
 
-class ReplayError(RuntimeError):
+class ReplayError(UserError, RuntimeError):
     """The bag cannot be replayed (no camera topic, no node listening, ...); the message says why."""
 
 

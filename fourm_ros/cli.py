@@ -1,0 +1,353 @@
+"""fourm-ros: run 4M-21 perception on images, videos and rosbags from the command line.
+
+    fourm-ros infer IMAGES|DIR|VIDEO -o OUT    pictures + raw dumps per frame
+    fourm-ros download                         fetch the weights a job needs into the hub cache
+    fourm-ros bench                            per-stage latency, frames/s, memory, FLOP/s on this machine
+    fourm-ros sample-bag OUT                   a camera rosbag2 of the bundled sample photographs
+    fourm-ros replay IN_BAG -o OUT_BAG         play a bag through perception_node, record its outputs
+
+Every command that runs the model takes the pipeline settings of config/perception.yaml: ``--config FILE``
+plus ``--set key=value`` overrides (e.g. ``--set tasks.caption.enabled=false``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import yaml
+
+from fourm_ros.errors import UserError
+from fourm_ros.pipeline.config import ConfigError, PipelineConfig, read_yaml
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
+LOG = logging.getLogger("fourm_ros")
+
+
+class InputError(UserError, ValueError):
+    """An input file or directory cannot be read as images or video; the message names it."""
+
+
+# ---------------------------------------------------------------------------------------------- configuration
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("pipeline settings (see config/perception.yaml)")
+    group.add_argument(
+        "--config", type=Path, help="YAML settings or a ROS 2 parameters file (default: built-in)"
+    )
+    group.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting",
+    )
+    group.add_argument("--model", help="4M-21 checkpoint: hub repo id or local directory")
+    group.add_argument(
+        "--random-weights", action="store_true", help="run WITHOUT trained weights (meaningless)"
+    )
+    group.add_argument("--offline", action="store_true", help="never contact the Hugging Face hub")
+    group.add_argument("--backend", choices=["auto", "torch", "onnxruntime", "tensorrt"])
+    group.add_argument("--device", help="cpu, cuda or cuda:N")
+    group.add_argument("--dtype", choices=["float32", "bfloat16", "float16"])
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The nested settings mapping from --config, the shortcut options and --set overrides."""
+    values = read_yaml(args.config) if args.config else {}
+    shortcuts = {
+        "model": args.model,
+        "random_weights": args.random_weights or None,
+        "offline": args.offline or None,
+        "backend": args.backend,
+        "device": args.device,
+        "dtype": args.dtype,
+    }
+    for key, value in shortcuts.items():
+        if value is not None:
+            values[key] = value
+    for item in args.overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}")
+        target = values
+        *parents, leaf = key.split(".")
+        for name in parents:
+            target = target.setdefault(name, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--set {key}: {name} is not a section")
+        target[leaf] = yaml.safe_load(text)
+    return values
+
+
+def pipeline_config(args: argparse.Namespace) -> PipelineConfig:
+    return PipelineConfig.from_dict(settings(args))
+
+
+# ---------------------------------------------------------------------------------------------- infer
+
+
+def _read_image(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise InputError(f"cannot read {path} as an image (missing, unreadable or not an image file)")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _video_frames(path: Path, every: int) -> Iterator[tuple[str, np.ndarray]]:
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise InputError(f"cannot open {path} as a video (unsupported codec or container, or not a video)")
+    try:
+        index = 0
+        while True:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if index % every == 0:
+                yield f"{path.stem}_{index:06d}", cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            index += 1
+        if index == 0:
+            raise InputError(f"{path} has no readable video frames")
+    finally:
+        capture.release()
+
+
+def input_frames(inputs: Sequence[Path], every: int = 1) -> Iterator[tuple[str, np.ndarray]]:
+    """(name, RGB frame) for image files, directories of images (sorted) and video files."""
+    for path in inputs:
+        if path.is_dir():
+            images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not images:
+                raise InputError(f"directory {path} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            for image in images:
+                yield image.stem, _read_image(image)
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            yield from _video_frames(path, every)
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            yield path.stem, _read_image(path)
+        elif not path.exists():
+            raise InputError(f"{path} does not exist")
+        else:
+            known = ", ".join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))
+            raise InputError(
+                f"{path}: unsupported input type {path.suffix or '(no suffix)'}; expected one of {known}"
+            )
+
+
+def _infer(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fourm_ros import pictures, sample
+    from fourm_ros.pipeline.pipeline import Pipeline
+
+    if not args.inputs and not args.sample:
+        raise InputError(
+            "give images, directories or videos to run on (or --sample for the bundled photographs)"
+        )
+    pipeline = Pipeline.from_config(pipeline_config(args))
+    LOG.info("%s", pipeline.describe())
+    frames = (
+        ((item.name, item.rgb) for item in sample.sample_frames())
+        if args.sample
+        else input_frames(args.inputs, args.every)
+    )
+    names_seen: dict[str, int] = {}
+    count = 0
+    for name, frame in tqdm(frames, desc="frames", unit="frame", disable=args.quiet):
+        (result,) = pipeline([frame])
+        names_seen[name] = names_seen.get(name, 0) + 1
+        folder = name if names_seen[name] == 1 else f"{name}_{names_seen[name]}"
+        pictures.write(frame, result, args.output / folder)
+        count += 1
+    print(f"wrote pictures and raw.npz of {count} frame(s) to {args.output}")
+    if pipeline.random_weights:
+        print("WARNING: random weights were used; every output is meaningless", file=sys.stderr)
+    return 0
+
+
+# ------------------------------------------------------------------------------------ download / bench
+
+
+def _download(args: argparse.Namespace) -> int:
+    from fourm_ros.pipeline import weights
+
+    for name, found in weights.download(pipeline_config(args)).items():
+        print(f"{name:13} {found.source} -> {found.directory}")
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from fourm_ros.benchmarks import pipeline as bench
+
+    return bench.run(pipeline_config(args), frames=args.frames, batch=args.batch)
+
+
+# ---------------------------------------------------------------------------------------------- bags
+
+
+def _sample_bag(args: argparse.Namespace) -> int:
+    from fourm_ros import sample
+    from fourm_ros.ros.bag import write_camera_bag
+
+    frames = [item.rgb for item in sample.sample_frames()]
+    path = write_camera_bag(
+        args.output, frames, rate_hz=args.rate, compressed=args.compressed, storage=args.storage
+    )
+    topic = "/camera/image_raw" + ("/compressed" if args.compressed else "")
+    print(f"wrote {len(frames)} frames on {topic} and /camera/camera_info to {path}")
+    return 0
+
+
+def _flat_parameters(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat_parameters(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = (
+                "" if value is None else (list(value) if isinstance(value, tuple) else value)
+            )
+    return flat
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from rclpy.parameter import Parameter
+
+    from fourm_ros.ros.pictures import OutputPictures
+    from fourm_ros.ros.replay import replay
+
+    node_factory = None
+    if args.run_node:
+        from fourm_ros.ros.node import PerceptionNode
+
+        values = settings(args)
+        PipelineConfig.from_dict(values)  # fail here, with the setting named, rather than inside the node
+        parameters = [Parameter(name, value=value) for name, value in _flat_parameters(values).items()]
+
+        def node_factory(context):
+            return PerceptionNode(
+                context=context, namespace=args.namespace or None, parameter_overrides=parameters
+            )
+
+    shots = OutputPictures(limit=args.pictures_limit) if args.pictures else None
+    summary = replay(
+        args.input,
+        args.output,
+        rate=args.rate,
+        namespace=args.namespace,
+        image_topic=args.image_topic,
+        frame_timeout_s=args.frame_timeout,
+        storage=args.storage,
+        node_factory=node_factory,
+        keep=shots.add_output if shots else (lambda topic, data, kind: None),
+        on_input=shots.add_input if shots else (lambda msg: None),
+    )
+    print(
+        f"sent {summary.frames_sent} frames, {summary.frames_processed} processed, in {summary.seconds:.1f} s"
+    )
+    for topic, count in sorted(summary.recorded.items()):
+        print(f"  {topic:32} {count} messages")
+    print(f"output bag: {args.output}")
+    if shots:
+        for path in shots.write(args.pictures):
+            print(f"  picture {path}")
+    return 0 if summary.frames_processed else 1
+
+
+# ---------------------------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fourm-ros", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    infer = commands.add_parser("infer", help="pictures and raw dumps for images, folders or videos")
+    infer.add_argument("inputs", nargs="*", type=Path, help="image files, folders of images, or video files")
+    infer.add_argument(
+        "-o", "--output", type=Path, required=True, help="output folder (one sub-folder per frame)"
+    )
+    infer.add_argument("--sample", action="store_true", help="run on the bundled sample photographs")
+    infer.add_argument("--every", type=int, default=1, help="use every n-th video frame (default 1)")
+    _add_config_options(infer)
+    infer.set_defaults(run=_infer)
+
+    download = commands.add_parser("download", help="fetch the checkpoints the configured job needs")
+    _add_config_options(download)
+    download.set_defaults(run=_download)
+
+    bench = commands.add_parser(
+        "bench", help="per-stage latency, frames/s, memory and FLOP/s of the pipeline"
+    )
+    bench.add_argument("--frames", type=int, default=3, help="timed calls after one warm-up call (default 3)")
+    bench.add_argument(
+        "--batch", type=int, default=1, help="frames per call, as with several cameras (default 1)"
+    )
+    _add_config_options(bench)
+    bench.set_defaults(run=_bench)
+
+    sample_bag = commands.add_parser(
+        "sample-bag", help="write a camera rosbag2 of the bundled sample photographs"
+    )
+    sample_bag.add_argument("output", type=Path, help="output bag folder (must not exist)")
+    sample_bag.add_argument(
+        "--compressed", action="store_true", help="JPEG CompressedImage instead of raw rgb8"
+    )
+    sample_bag.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    sample_bag.add_argument(
+        "--rate", type=float, default=2.0, help="frames per second in the bag (default 2)"
+    )
+    sample_bag.set_defaults(run=_sample_bag)
+
+    replay = commands.add_parser(
+        "replay", help="play a camera bag through perception_node and record its outputs"
+    )
+    replay.add_argument("input", type=Path, help="input rosbag2 folder (sqlite3 or mcap)")
+    replay.add_argument(
+        "-o", "--output", type=Path, required=True, help="output rosbag2 folder (must not exist)"
+    )
+    replay.add_argument(
+        "--rate", type=float, help="factor of the recorded rate (default: lock-step, no drops)"
+    )
+    replay.add_argument("--namespace", default="", help="perception_node's namespace (default: none)")
+    replay.add_argument("--image-topic", help="the bag's image topic if it has several")
+    replay.add_argument("--run-node", action="store_true", help="run perception_node in this process")
+    replay.add_argument("--pictures", type=Path, help="also write a contact sheet per frame into this folder")
+    replay.add_argument(
+        "--pictures-limit", type=int, default=8, help="frames drawn with --pictures (default 8)"
+    )
+    replay.add_argument(
+        "--frame-timeout", type=float, default=300.0, help="seconds to wait for each frame's outputs"
+    )
+    replay.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
+    _add_config_options(replay)
+    replay.set_defaults(run=_replay)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.run(args)
+    except (UserError, FileExistsError) as error:
+        print(f"fourm-ros {args.command}: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
