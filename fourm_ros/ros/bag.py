@@ -7,6 +7,8 @@ the wire; the ``rosbags`` library only handles the container (sqlite3 or mcap) a
 from __future__ import annotations
 
 import os
+import queue
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,7 +25,11 @@ _TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 
 
 class BagWriter:
-    """A rosbag2 being written: topics are registered on first use, data are serialised CDR bytes."""
+    """A rosbag2 being written: topics are registered on first use, data are serialised CDR bytes.
+
+    ``write`` may be called from any thread (e.g. subscription callbacks): one writer thread owns the
+    storage, as sqlite3 requires, and ``close`` waits until everything is on disk.
+    """
 
     def __init__(self, path: str | os.PathLike, storage: str = "mcap") -> None:
         if storage not in STORAGE:
@@ -31,22 +37,51 @@ class BagWriter:
         self.path = Path(path)
         if self.path.exists():
             raise FileExistsError(f"{self.path} exists already; choose a new output bag path")
-        self._writer = Writer(self.path, version=8, storage_plugin=STORAGE[storage])
-        self._writer.open()
-        self._connections: dict[str, object] = {}
         self.count = 0
+        self._queue: queue.Queue = queue.Queue()
+        self._error: BaseException | None = None
+        opened = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, args=(storage, opened), name="bag_writer", daemon=True
+        )
+        self._thread.start()
+        opened.wait()
+        if self._error is not None:
+            raise self._error
+
+    def _run(self, storage: str, opened: threading.Event) -> None:
+        try:
+            writer = Writer(self.path, version=8, storage_plugin=STORAGE[storage])
+            writer.open()
+        except BaseException as error:  # reported to the constructor's caller
+            self._error = error
+            opened.set()
+            return
+        opened.set()
+        connections: dict[str, object] = {}
+        try:
+            while (item := self._queue.get()) is not None:
+                topic, msgtype, data, timestamp_ns = item
+                if topic not in connections:
+                    connections[topic] = writer.add_connection(topic, msgtype, typestore=_TYPESTORE)
+                writer.write(connections[topic], timestamp_ns, data)
+                self.count += 1
+        except BaseException as error:  # reported by close()
+            self._error = error
+        finally:
+            writer.close()
 
     def write(self, topic: str, msgtype: str, data: bytes, timestamp_ns: int) -> None:
-        if topic not in self._connections:
-            self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=_TYPESTORE)
-        self._writer.write(self._connections[topic], timestamp_ns, data)
-        self.count += 1
+        self._queue.put((topic, msgtype, bytes(data), timestamp_ns))
 
     def write_message(self, topic: str, message: object, timestamp_ns: int) -> None:
         self.write(topic, message_type_name(message), serialize_message(message), timestamp_ns)
 
     def close(self) -> None:
-        self._writer.close()
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise OSError(f"writing {self.path} failed: {self._error}") from self._error
 
     def __enter__(self) -> BagWriter:
         return self

@@ -8,6 +8,7 @@ recorded as serialised CDR into a rosbag2 that ``ros2 bag info`` / ``ros2 bag pl
 
 from __future__ import annotations
 
+import bisect
 import logging
 import threading
 import time
@@ -32,6 +33,8 @@ from fourm_ros.ros.node import MESSAGE_TYPES
 from fourm_ros.ros.qos import make_qos
 
 LOG = logging.getLogger("fourm_ros.replay")
+INFO_LEAD_S = 0.02
+"""Pause between a frame's camera_info and its image: messages of two topics are not ordered by DDS."""
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 
 
@@ -121,6 +124,7 @@ def replay(
     namespace: str = "",
     image_topic: str | None = None,
     frame_timeout_s: float = 120.0,
+    connect_timeout_s: float = 30.0,
     storage: str = "mcap",
     context: Context | None = None,
     node_factory: Callable[[Context], Node] | None = None,
@@ -164,7 +168,7 @@ def replay(
             )
             _wait(
                 lambda: image_pub.get_subscription_count() > 0,
-                30.0,
+                connect_timeout_s,
                 listening + " (or replay with --run-node)",
             )
             _play(reader, camera, image_pub, info_pub, recorder, summary, rate, frame_timeout_s, on_input)
@@ -190,18 +194,30 @@ def _wait(condition: Callable[[], bool], timeout_s: float, message: str) -> None
 
 
 def _play(reader, camera, image_pub, info_pub, recorder, summary, rate, frame_timeout_s, on_input) -> None:
-    wanted = [c for c in reader.connections if c.topic in (camera.image_topic, camera.info_topic)]
+    """Publish each frame after the camera_info with its stamp (or the latest before it), so the node
+    never pairs an image with the previous frame's calibration."""
+    infos: dict[tuple[int, int], CameraInfo] = {}
+    if camera.info_topic is not None:
+        for _, _, data in reader.messages(
+            connections=[c for c in reader.connections if c.topic == camera.info_topic]
+        ):
+            info = deserialize_message(data, CameraInfo)
+            infos[(info.header.stamp.sec, info.header.stamp.nanosec)] = info
+    stamps = sorted(infos)
+    images = [c for c in reader.connections if c.topic == camera.image_topic]
     first_ns, wall_start = None, time.monotonic()
-    for connection, timestamp, data in reader.messages(connections=wanted):
-        if connection.topic == camera.info_topic:
-            info_pub.publish(deserialize_message(data, CameraInfo))
-            continue
+    for _, timestamp, data in reader.messages(connections=images):
         message = deserialize_message(data, camera.image_type)
         if rate is not None:
             first_ns = timestamp if first_ns is None else first_ns
             delay = (timestamp - first_ns) * 1e-9 / rate - (time.monotonic() - wall_start)
             if delay > 0:
                 time.sleep(delay)
+        key = (message.header.stamp.sec, message.header.stamp.nanosec)
+        earlier = stamps[: bisect.bisect_right(stamps, key)]
+        if earlier:
+            info_pub.publish(infos[earlier[-1]])
+            time.sleep(INFO_LEAD_S)
         image_pub.publish(message)
         on_input(message)
         summary.frames_sent += 1
