@@ -24,11 +24,14 @@ from fourm_ros.pipeline.config import PipelineConfig
 LOG = logging.getLogger("fourm_ros.backends")
 EXPORT_LOG = logging.getLogger("fourm_ros.export")
 CPU_BACKEND = "onnxruntime"
-CPU_REASON = (
-    "ONNX Runtime is faster than torch on CPU in every stage (python -m fourm_ros.benchmarks.backends)"
-)
-"""Decided from the B-model benchmark (fourm_ros/benchmarks/backends.py, 2-core x86 CPU, fp32): ONNX Runtime
-ran every stage faster than torch eager. Revisit when the benchmark says otherwise."""
+CPU_REASON = "ONNX Runtime is faster than torch float32 on CPU (python -m fourm_ros.benchmarks.backends)"
+# Why ONNX Runtime on CPU: fourm_ros.benchmarks.backends, 4M-21 B job, 2-core AMD EPYC, one frame, seconds
+# (torch fp32 / onnxruntime fp32): encoder 0.27 / 0.19, dense decoder 0.82 / 0.71, depth x0 1.01 / 0.94,
+# normals x0 1.02 / 0.90, segmentation 0.38 / 0.27, caption step 0.050 / 0.023 per token. With 64 caption
+# and ~275 pose tokens a frame takes ~20 s on torch and ~11 s on ONNX Runtime, for ~16 s more at start
+# (weights fingerprint, file hashes, sessions) and a one-off export (~45 s). torch bf16 was faster still on
+# this avx512_bf16 CPU but changes 3 % of the dense tokens, so it stays an explicit choice (dtype: bfloat16,
+# which auto honours by picking torch).
 
 
 def tensorrt_problem(device: str = "cuda") -> str | None:
