@@ -209,6 +209,7 @@ class _TorchMemory:
 
         self.torch = torch
         self.device = torch.device("cuda", index)
+        torch.cuda.set_device(self.device)  # TensorRT deserialises onto the current device
         self.stream = torch.cuda.Stream(self.device)
         self.handle = self.stream.cuda_stream
 
@@ -268,7 +269,8 @@ class _PyCudaMemory:
 
 
 def device_memory(device: str) -> _TorchMemory | _PyCudaMemory:
-    """torch CUDA tensors if torch has CUDA (no pycuda needed), else pycuda."""
+    """torch CUDA tensors if torch has CUDA (no pycuda needed), else pycuda. Makes ``device`` the current
+    CUDA device, so create it before TensorRT deserialises engines."""
     index = _device_index(device)
     try:
         import torch
@@ -351,7 +353,7 @@ class TensorRTBackend(Backend):
         self.precision = precision
         self.device = device
         self.engines = engines  # keeps the runtime alive as long as the engines
-        self._memory = device_memory(device)
+        self._memory = engines.memory
         self._graphs = {
             name: _Graph(name, engine, manifest, self._memory, trt)
             for name, engine in engines.engines.items()
@@ -399,7 +401,12 @@ class TensorRTBackend(Backend):
         outputs = {}
         for name in state.outputs:
             tensor = state.tensors[name]
-            buffer = next(b for b in tensor.device if b.ptr not in bound)  # ping-pong for recurrent outputs
+            buffer = next((b for b in tensor.device if b.ptr not in bound), None)  # ping-pong if recurrent
+            if buffer is None:
+                raise BackendError(
+                    f"output {name!r} of {graph!r} would overwrite one of its inputs; pass a host copy "
+                    "(to_numpy) of an earlier output of the same graph instead"
+                )
             context.set_tensor_address(name, buffer.ptr)
             shape = tuple(context.get_tensor_shape(name))
             outputs[name] = DeviceArray(self, buffer, tensor.host, shape, tensor.dtype)
@@ -430,6 +437,8 @@ class Engines:
     engines: dict[str, Any]
     keys: dict[str, EngineKey]
     runtime: Any
+    memory: _TorchMemory | _PyCudaMemory
+    """The device (made current before deserialising), its stream and allocator."""
 
 
 def load_engines(
@@ -444,6 +453,7 @@ def load_engines(
     """Every graph's engine, from the cache next to the export, or built (minutes each) and cached."""
     stack = current_stack(device)
     log.info("TensorRT %s on %s (sm %s)", stack.tensorrt, stack.gpu, stack.compute_capability)
+    memory = device_memory(device)
     deserialize = deserializer(log)
     cache = EngineCache(
         engine_directory(manifest),
@@ -455,7 +465,7 @@ def load_engines(
     for name, graph in manifest.graphs.items():
         key = EngineKey.create(graph, stack, precision=precision, profile=profile, workspace_mb=workspace_mb)
         engines[name], keys[name] = cache.load(key, manifest.path(name)), key
-    return Engines(engines, keys, deserialize.runtime)
+    return Engines(engines, keys, deserialize.runtime, memory)
 
 
 def tensorrt_backend(
