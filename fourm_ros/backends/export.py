@@ -38,9 +38,6 @@ OPSET = 17
 MANIFEST_NAME = "manifest.json"
 TRACE_BATCH = 2
 """Frames in the traced example: 2, so no size-1 broadcast is baked into a graph whose batch is dynamic."""
-EXTERNAL_DATA_BYTES = 1_800_000_000
-"""Graphs with more weight bytes than this keep their weights in ``<graph>.onnx.data`` (protobuf caps a
-single file at 2 GiB; the 4M-21 L and XL encoders are larger)."""
 _HASH_CHUNK = 1 << 22
 
 
@@ -82,9 +79,6 @@ class GraphFile:
     data_file: str | None = None
     data_sha256: str | None = None
 
-    def input(self, name: str) -> TensorInfo:
-        return next(info for info in self.inputs if info.name == name)
-
 
 @dataclass
 class Manifest:
@@ -101,19 +95,6 @@ class Manifest:
 
     def path(self, graph: str) -> Path:
         return self.directory / self.graphs[graph].file
-
-    @property
-    def opset(self) -> int:
-        return self.key_fields["opset"]
-
-    @property
-    def cache_lengths(self) -> dict[str, int]:
-        """Sequence step graph → its static KV-cache length (the task's max_tokens)."""
-        return {
-            name: fields["cache_length"]
-            for name, fields in self.key_fields["graphs"].items()
-            if "cache_length" in fields
-        }
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -290,13 +271,13 @@ def export_graphs(
     weights_sha256: str | None = None,
     tasks: Sequence[str] = (),
     opset: int = OPSET,
-    external_data: bool | None = None,
+    external_data: bool = False,
     log: logging.Logger = LOG,
 ) -> Manifest:
     """Export every graph to ``<directory>/<name>.onnx`` and write the manifest; returns it.
 
-    ``model`` names the checkpoint for humans (recorded, not hashed); ``external_data`` forces (True) or
-    forbids (False) a separate weight file; by default graphs above ``EXTERNAL_DATA_BYTES`` get one."""
+    ``model`` names the checkpoint for humans (recorded, not hashed); ``external_data`` puts the weights
+    of every graph in a separate ``<graph>.onnx.data`` file (graphs above 2 GiB always get one)."""
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (LayerNormalization for TensorRT), got {opset}")
     dtype = graphs_dtype(graphs)
@@ -323,10 +304,9 @@ def export_graphs(
         scratch.mkdir()
         try:
             _trace_to_onnx(graph, example, scratch / target.name, opset)
-            traced_files = list(scratch.iterdir())
-            weight_bytes = sum(t.numel() * t.element_size() for t in graph.state_dict().values())
-            external = external_data if external_data is not None else weight_bytes > EXTERNAL_DATA_BYTES
-            if external or len(traced_files) > 1:
+            # Above protobuf's 2 GiB limit (4M-21 L and XL) the exporter writes one file per weight;
+            # those are gathered into a single <graph>.onnx.data.
+            if external_data or len(list(scratch.iterdir())) > 1:
                 data_file = _save_with_external_data(scratch / target.name, target)
             else:
                 os.replace(scratch / target.name, target)

@@ -23,6 +23,7 @@ passing result for exactly those engines, unless ``engines.allow_unverified_fp16
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import time
@@ -206,20 +207,32 @@ def check_fp16(
 ) -> Fp16Report:
     """Build (or load) fp32 and fp16 engines of the configured job, compare them on the sample frames and
     store the result next to the fp16 engines. Needs TensorRT and a CUDA GPU."""
+    import torch
+
     from fourm_ros.backends import job
     from fourm_ros.backends.tensorrt_backend import engine_directory, tensorrt_backend
     from fourm_ros.pipeline.pipeline import Pipeline
     from fourm_ros.sample import sample_frames
 
-    config = config.replace(dtype="float32")
+    config = job.float32(config)
     components, manifest = job.export_for(config, log=log)
     profile = job.batch_profile(config, max_batch)
     device = job.tensorrt_device(config)
-    settings = {"workspace_mb": config.engines.workspace_mb, "profile": profile, "device": device, "log": log}
-    reference = tensorrt_backend(manifest, precision="fp32", **settings)
-    candidate = tensorrt_backend(manifest, precision="fp16", **settings)
     frames = [frame.rgb for frame in sample_frames()] if frames is None else list(frames)
-    results = [run_frames(Pipeline(config, components, b), frames, max_batch) for b in (reference, candidate)]
+    results = []
+    for precision in ("fp32", "fp16"):
+        backend = tensorrt_backend(
+            manifest,
+            precision=precision,
+            workspace_mb=config.engines.workspace_mb,
+            profile=profile,
+            device=device,
+        )
+        results.append(run_frames(Pipeline(config, components, backend), frames, max_batch))
+        del backend  # one set of engines in memory at a time: an 8 GB Orin may not hold both
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()  # the freed buffers, back from torch's cache to the driver
     report = compare_results(*results)
     path = store_report(report, engine_directory(manifest), job.engine_digests(manifest, "fp16"))
     (log.info if report.passed else log.error)("%s (stored in %s)", report.summary(), path)

@@ -7,6 +7,7 @@ command run ahead of time leaves exactly the files a later start reuses.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -48,6 +49,11 @@ def job_graphs(config: PipelineConfig, components: Components) -> dict[str, nn.M
     )
 
 
+def float32(config: PipelineConfig) -> PipelineConfig:
+    """``config`` with float32 weights: what the exported backends are built from, whatever ``dtype`` is."""
+    return dataclasses.replace(config, dtype="float32")
+
+
 def batch_profile(config: PipelineConfig, max_batch: int = 1) -> BatchProfile:
     """Frames 1..``max_batch`` per call; persons per frame up to what the pose token budget can hold."""
     tokens = config.tasks.human_pose.max_tokens
@@ -67,7 +73,7 @@ def export_for(
 ) -> tuple[Components, Manifest]:
     """The job's components (float32, loaded unless given) and its ONNX export from the engine cache."""
     if components is None:
-        components = load_components(config.replace(dtype="float32"))
+        components = load_components(float32(config))
     manifest = cached_export(
         job_graphs(config, components),
         config.engines.cache_dir,
@@ -85,7 +91,7 @@ def export_job(
     another machine), else into the engine cache where the pipeline finds it. Weights load in float32."""
     if out_dir is None:
         return export_for(config, log=log)[1]
-    components = load_components(config.replace(dtype="float32"))
+    components = load_components(float32(config))
     return export_graphs(
         job_graphs(config, components),
         out_dir,

@@ -17,6 +17,7 @@ else from pycuda.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from dataclasses import dataclass
@@ -82,8 +83,10 @@ def current_stack(device: str = "cuda") -> Stack:
 # ---------------------------------------------------------------------------------------------- building
 
 
-def _logger(trt: Any, log: logging.Logger) -> Any:
-    """A TensorRT logger that forwards to Python logging (TensorRT's INFO is chatty: it goes to DEBUG)."""
+@functools.cache
+def _logger(trt: Any) -> Any:
+    """The process's one TensorRT logger (TensorRT keeps the first it is given), forwarding to the
+    ``fourm_ros.tensorrt`` Python logger; TensorRT's INFO is chatty, so it goes to DEBUG."""
     severity = trt.ILogger.Severity
     levels = {
         severity.INTERNAL_ERROR: logging.CRITICAL,
@@ -98,7 +101,7 @@ def _logger(trt: Any, log: logging.Logger) -> Any:
             trt.ILogger.__init__(self)
 
         def log(self, level: Any, message: str) -> None:
-            log.log(levels.get(level, logging.INFO), "TensorRT: %s", message)
+            LOG.log(levels.get(level, logging.INFO), "TensorRT: %s", message)
 
     return Logger()
 
@@ -133,7 +136,7 @@ def _progress_monitor(trt: Any, graph: str, log: logging.Logger) -> Any | None:
 def build_engine(onnx_path: Path, key: EngineKey, timing_cache: Path, *, log: logging.Logger = LOG) -> bytes:
     """Build a serialised engine for ``key`` from ``onnx_path`` (the EngineCache ``build`` callable)."""
     trt = import_tensorrt()
-    logger = _logger(trt, log)
+    logger = _logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(0)  # explicit batch: the only mode in TensorRT 10
     parser = trt.OnnxParser(network, logger)
@@ -175,10 +178,10 @@ def _keep_normalisation_fp32(trt: Any, network: Any) -> None:
             layer.compute_precision = trt.float32
 
 
-def deserializer(log: logging.Logger = LOG) -> Any:
+def deserializer() -> Any:
     """The EngineCache ``deserialize`` callable: bytes → ICudaEngine, or None if TensorRT rejects them."""
     trt = import_tensorrt()
-    runtime = trt.Runtime(_logger(trt, log))
+    runtime = trt.Runtime(_logger(trt))
 
     def deserialize(data: bytes) -> Any:
         return runtime.deserialize_cuda_engine(data)
@@ -454,7 +457,7 @@ def load_engines(
     stack = current_stack(device)
     log.info("TensorRT %s on %s (sm %s)", stack.tensorrt, stack.gpu, stack.compute_capability)
     memory = device_memory(device)
-    deserialize = deserializer(log)
+    deserialize = deserializer()
     cache = EngineCache(
         engine_directory(manifest),
         build=lambda onnx, key, timing: build_engine(onnx, key, timing, log=log),
