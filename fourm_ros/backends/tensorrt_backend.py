@@ -146,6 +146,12 @@ def build_engine(onnx_path: Path, key: EngineKey, timing_cache: Path, *, log: lo
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, key.workspace_mb << 20)
     if key.precision == "fp16":
+        if not hasattr(trt.BuilderFlag, "FP16"):
+            raise BackendError(
+                f"TensorRT {trt.__version__} builds strongly typed networks only, so an fp16 engine would "
+                "need an fp16 ONNX export, which fourm_ros does not make; use engines.precision: fp32 or "
+                "TensorRT 10"
+            )
         config.set_flag(trt.BuilderFlag.FP16)
         _keep_normalisation_fp32(trt, network)
     else:  # fp32 means fp32: TF32 (on by default on Ampere and newer) would round matmul inputs to 10 bits
