@@ -99,5 +99,5 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime
 
         threads = self._threads or "default"
-        providers = ", ".join(p.removesuffix("ExecutionProvider") for p in self._providers)
-        return f"onnxruntime {onnxruntime.__version__} ({providers}; {threads} threads; float32)"
+        providers = "+".join(p.removesuffix("ExecutionProvider") for p in self._providers)
+        return f"onnxruntime {onnxruntime.__version__} ({providers}, threads={threads}, float32)"
