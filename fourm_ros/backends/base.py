@@ -23,6 +23,8 @@ class BackendError(UserError, RuntimeError):
 class Backend(ABC):
     name: str
     """Short name: torch, onnxruntime or tensorrt."""
+    selection_reason: str = ""
+    """Which backend was chosen and why (set by ``fourm_ros.backends.select``), for logs and diagnostics."""
 
     @property
     @abstractmethod

@@ -15,17 +15,21 @@ Graphs (B = frames in the batch, T = dense targets, N = encoder tokens, S = sequ
 - ``<depth|normals>_x0``: tokens i64 [B,14,14], sample f32 [B,C,224,224], timestep i64 [1] → x0 f32
 - ``segmentation_labels``: tokens i64 [B,14,14] → labels i64 [B,224,224]
 - ``pose_rotations``: codes i64 [P,8] → rotations f32 [P,23,3,3]
+
+Every graph also makes ``example_inputs(batch)``: zero-valued inputs of the shapes and dtypes it is called
+with, which the ONNX exporter traces and which tests and benchmarks feed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from fourm_ros.model.fourm import FourM
+from fourm_ros import modalities
+from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
 from fourm_ros.tokenizers.divae import DiVAEDecoder
 from fourm_ros.tokenizers.human_pose import PoseDecoder
 from fourm_ros.tokenizers.semseg import SemsegDecoder
@@ -33,6 +37,8 @@ from fourm_ros.tokenizers.semseg import SemsegDecoder
 DENSE_TARGETS = {"depth": "tok_depth@224", "normals": "tok_normal@224", "segmentation": "tok_semseg@224"}
 """Pipeline task → 4M-21 modality of its tokens."""
 SEQUENCE_TARGETS = {"caption": "caption", "human_pose": "human_poses"}
+GRID = 14
+"""Side of every token grid the pipeline decodes: 224-pixel frames in 16-pixel tokens."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +48,8 @@ class GraphSpec:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     dynamic_axes: dict[str, dict[int, str]]
+    recurrent: Mapping[str, str] = field(default_factory=dict)
+    """Output → the input it is fed back into on the next call (a device backend keeps both on the device)."""
 
 
 def _dtype(module: nn.Module) -> torch.dtype:
@@ -60,6 +68,10 @@ class Encoder(nn.Module):
     def forward(self, rgb: Tensor) -> Tensor:
         return self.model.encode(rgb.to(_dtype(self.model)))
 
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        size = self.model.config.image_size
+        return (torch.zeros(batch, 3, size, size),)
+
 
 class DenseDecoder(nn.Module):
     """Context → argmax tokens of every dense target, all targets in one batched decoder pass."""
@@ -71,8 +83,11 @@ class DenseDecoder(nn.Module):
         self.model, self.targets = model, tuple(targets)
 
     def forward(self, context: Tensor) -> Tensor:
-        logits = self.model.decode_dense(context, self.targets)
+        logits = self.model.decode_dense(context.to(_dtype(self.model)), self.targets)
         return torch.stack([logits[name].argmax(dim=-1) for name in self.targets], dim=1)
+
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        return (_example_context(self.model, batch),)
 
 
 class CrossKV(nn.Module):
@@ -85,7 +100,10 @@ class CrossKV(nn.Module):
         self.model = model
 
     def forward(self, context: Tensor) -> Tensor:
-        return self.model.precompute_cross_kv(context)
+        return self.model.precompute_cross_kv(context.to(_dtype(self.model)))
+
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        return (_example_context(self.model, batch),)
 
 
 class SequenceStep(nn.Module):
@@ -101,11 +119,14 @@ class SequenceStep(nn.Module):
             "logits": {0: "batch"},
             "next_cache": {2: "batch"},
         },
+        recurrent={"next_cache": "self_cache"},
     )
 
-    def __init__(self, model: FourM, target: str):
+    def __init__(self, model: FourM, target: str, cache_length: int | None = None):
         super().__init__()
         self.model, self.target = model, target
+        # The static cache length S (the task's max_tokens) an export bakes in; torch runs any length.
+        self.cache_length = cache_length or modalities.get(target).num_tokens - 1
 
     def forward(
         self, token: Tensor, position: Tensor, self_cache: Tensor, cross_kv: Tensor
@@ -115,6 +136,13 @@ class SequenceStep(nn.Module):
             self.target, token, position, self_cache.to(dtype), cross_kv.to(dtype)
         )
         return logits.float(), cache
+
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        cfg = self.model.config
+        cache = (cfg.decoder_depth, 2, batch, cfg.num_heads, self.cache_length, cfg.head_dim)
+        cross = (cfg.decoder_depth, 2, batch, cfg.num_heads, GRID * GRID, cfg.head_dim)
+        token = torch.full((batch, 1), FIRST_SENTINEL_ID, dtype=torch.long)
+        return token, torch.zeros(1, dtype=torch.long), torch.zeros(cache), torch.zeros(cross)
 
 
 class DiffusionX0(nn.Module):
@@ -135,6 +163,13 @@ class DiffusionX0(nn.Module):
         latents = self.decoder.quantize(tokens).to(dtype)
         return self.decoder.decoder(sample.to(dtype), timestep, latents).float()
 
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        config = self.decoder.config
+        side = GRID * config.patch_size
+        sample = torch.zeros(batch, config.n_channels, side, side)
+        timestep = torch.full((1,), config.num_train_timesteps - 1, dtype=torch.long)
+        return torch.zeros(batch, GRID, GRID, dtype=torch.long), sample, timestep
+
 
 class SegmentationLabels(nn.Module):
     """Semseg tokens → per-pixel class ids (0 = unlabeled)."""
@@ -147,6 +182,9 @@ class SegmentationLabels(nn.Module):
 
     def forward(self, tokens: Tensor) -> Tensor:
         return self.decoder(tokens).argmax(dim=1)
+
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        return (torch.zeros(batch, GRID, GRID, dtype=torch.long),)
 
 
 class PoseRotations(nn.Module):
@@ -161,25 +199,36 @@ class PoseRotations(nn.Module):
     def forward(self, codes: Tensor) -> Tensor:
         return self.decoder(codes).float()
 
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        """``batch`` persons."""
+        return (torch.zeros(batch, self.decoder.config.num_codebooks, dtype=torch.long),)
+
+
+def _example_context(model: FourM, batch: int) -> Tensor:
+    return torch.zeros(batch, GRID * GRID, model.config.dim)
+
 
 def build_graphs(
     model: FourM,
     *,
     dense_targets: Sequence[str] = (),
     sequence_targets: Sequence[str] = (),
+    cache_lengths: Mapping[str, int] | None = None,
     depth: DiVAEDecoder | None = None,
     normals: DiVAEDecoder | None = None,
     segmentation: SemsegDecoder | None = None,
     human_pose: PoseDecoder | None = None,
 ) -> dict[str, nn.Module]:
-    """The graphs a job needs, by name; ``dense_targets`` / ``sequence_targets`` are 4M-21 modality names."""
+    """The graphs a job needs, by name; ``dense_targets`` / ``sequence_targets`` are 4M-21 modality names,
+    ``cache_lengths`` the KV-cache length (max_tokens) of each sequence target for export (default: the
+    modality's whole token budget)."""
     graphs: dict[str, nn.Module] = {"encoder": Encoder(model)}
     if dense_targets:
         graphs["dense_decoder"] = DenseDecoder(model, dense_targets)
     if sequence_targets:
         graphs["cross_kv"] = CrossKV(model)
     for target in sequence_targets:
-        graphs[f"{target}_step"] = SequenceStep(model, target)
+        graphs[f"{target}_step"] = SequenceStep(model, target, (cache_lengths or {}).get(target))
     if depth is not None:
         graphs["depth_x0"] = DiffusionX0(depth)
     if normals is not None:

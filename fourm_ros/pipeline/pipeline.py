@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 from fourm_ros.backends.base import Backend
-from fourm_ros.backends.graphs import DENSE_TARGETS, SEQUENCE_TARGETS, build_graphs
+from fourm_ros.backends.graphs import DENSE_TARGETS, SEQUENCE_TARGETS
+from fourm_ros.backends.job import job_graphs
+from fourm_ros.backends.select import create_backend
 from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.model import generation
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
@@ -71,15 +73,7 @@ class Pipeline:
             for task in self._diffusion_tasks
         }
         self._channels = {task: decoders[task].config.n_channels for task in self._diffusion_tasks}
-        self.backend = backend or TorchBackend(
-            build_graphs(
-                components.model,
-                dense_targets=[DENSE_TARGETS[task] for task in self._dense],
-                sequence_targets=[SEQUENCE_TARGETS[task] for task in self._sequences],
-                **decoders,
-            ),
-            config.device,
-        )
+        self.backend = backend or TorchBackend(job_graphs(config, components), config.device)
         self._skeleton = (
             skeleton.SmplSkeleton.from_npz(config.smpl_model)
             if config.smpl_model
@@ -98,10 +92,12 @@ class Pipeline:
 
     @classmethod
     def from_config(cls, config: PipelineConfig) -> Pipeline:
-        """Load the weights the configuration names and build the pipeline on the torch backend."""
+        """Load the weights the configuration names and build the pipeline on the configured backend."""
         if config.threads:
             torch.set_num_threads(config.threads)
-        return cls(config, load_components(config))
+        components = load_components(config)
+        backend = create_backend(config, job_graphs(config, components), model_id=components.model_name)
+        return cls(config, components, backend)
 
     @property
     def _sampled_dense(self) -> bool:

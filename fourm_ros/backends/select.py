@@ -1,0 +1,160 @@
+"""Which backend runs a job (``backend: auto|torch|onnxruntime|tensorrt``), and creating it.
+
+``auto`` picks, in order: TensorRT when it imports and a CUDA GPU (with torch-CUDA or pycuda buffers) is
+present; ONNX Runtime's CUDA provider when the device is CUDA and onnxruntime-gpu is installed; torch on
+CUDA; else the faster CPU backend (see ``CPU_BACKEND``). It keeps torch whenever the configuration asks for
+something only torch does (a non-float32 dtype, sampled dense decoding). The choice and its reason are
+logged as one line and kept as ``Backend.selection_reason`` for diagnostics.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Mapping
+
+from torch import nn
+
+from fourm_ros.backends.base import Backend, BackendError
+from fourm_ros.backends.export import ExportFileError, Manifest, cached_export
+from fourm_ros.backends.job import batch_profile, engine_digests, tensorrt_device
+from fourm_ros.backends.torch_backend import TorchBackend
+from fourm_ros.pipeline.config import PipelineConfig
+
+LOG = logging.getLogger("fourm_ros.backends")
+EXPORT_LOG = logging.getLogger("fourm_ros.export")
+CPU_BACKEND = "onnxruntime"
+CPU_REASON = "ONNX Runtime is faster than torch float32 on CPU (python -m fourm_ros.benchmarks.backends)"
+# Why ONNX Runtime on CPU: fourm_ros.benchmarks.backends, 4M-21 B job, 2-core AMD EPYC, one frame, seconds
+# (torch fp32 / onnxruntime fp32): encoder 0.27 / 0.19, dense decoder 0.82 / 0.71, depth x0 1.01 / 0.94,
+# normals x0 1.02 / 0.90, segmentation 0.38 / 0.27, caption step 0.050 / 0.023 per token. With 64 caption
+# and ~275 pose tokens a frame takes ~20 s on torch and ~11 s on ONNX Runtime, for ~16 s more at start
+# (weights fingerprint, file hashes, sessions) and a one-off export (~45 s). torch bf16 was faster still on
+# this avx512_bf16 CPU but changes 3 % of the dense tokens, so it stays an explicit choice (dtype: bfloat16,
+# which auto honours by picking torch).
+
+
+def tensorrt_problem(device: str = "cuda") -> str | None:
+    """Why TensorRT cannot run here (None: it can)."""
+    from fourm_ros.backends.tensorrt_backend import cuda_device
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return "tensorrt not importable"
+    if cuda_device(int(device.partition(":")[2] or 0)) is None:
+        return "no CUDA GPU found"
+    return None
+
+
+def onnxruntime_has_cuda() -> bool:
+    from fourm_ros.backends.onnxruntime_backend import CUDA_PROVIDER, available_providers
+
+    return CUDA_PROVIDER in available_providers()
+
+
+def torch_has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _sampled_dense(config: PipelineConfig) -> bool:
+    settings = config.dense_decoding
+    return settings.steps > 1 or settings.temperature > 0 or settings.cfg_scale != 1
+
+
+def choose_backend(config: PipelineConfig) -> tuple[str, str]:
+    """(backend name, why) for ``config``; ``auto`` probes what this machine has."""
+    if config.backend != "auto":
+        return config.backend, "set in the configuration"
+    if config.dtype != "float32":
+        return "torch", f"dtype {config.dtype} is a torch setting (the exported backends run float32)"
+    if _sampled_dense(config):
+        return (
+            "torch",
+            "sampled dense decoding (dense_decoding steps/temperature/cfg_scale) runs on torch only",
+        )
+    trt_device = tensorrt_device(config)
+    problem = tensorrt_problem(trt_device)
+    if problem is None:
+        return "tensorrt", "TensorRT and a CUDA GPU are present"
+    if config.device.startswith("cuda"):
+        if onnxruntime_has_cuda():
+            return "onnxruntime", f"{problem}; onnxruntime has the CUDA provider"
+        if torch_has_cuda():
+            return "torch", f"{problem}; onnxruntime has no CUDA provider (install onnxruntime-gpu)"
+    return CPU_BACKEND, f"{problem}; {CPU_REASON}"
+
+
+def _export(config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str) -> Manifest:
+    return cached_export(graphs, config.engines.cache_dir, model=model_id, tasks=config.tasks.enabled)
+
+
+def _onnxruntime(config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str) -> Backend:
+    from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    manifest = _export(config, graphs, model_id)
+    try:
+        return OnnxRuntimeBackend(manifest, device=config.device, threads=config.threads)
+    except ExportFileError as error:  # intact hashes but unloadable (e.g. written by another onnx version)
+        EXPORT_LOG.warning("%s; exporting again", error)
+        shutil.rmtree(manifest.directory, ignore_errors=True)
+        manifest = _export(config, graphs, model_id)
+        return OnnxRuntimeBackend(manifest, device=config.device, threads=config.threads)
+
+
+def _tensorrt(
+    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, max_batch: int
+) -> Backend:
+    from fourm_ros.backends.fp16_check import require_verified
+    from fourm_ros.backends.tensorrt_backend import engine_directory, tensorrt_backend
+
+    device = tensorrt_device(config)
+    problem = tensorrt_problem(device)
+    if problem is not None:
+        raise BackendError(f"backend tensorrt cannot run here: {problem}; choose onnxruntime or torch")
+    manifest = _export(config, graphs, model_id)
+    engines = config.engines
+    backend = tensorrt_backend(
+        manifest,
+        precision=engines.precision,
+        workspace_mb=engines.workspace_mb,
+        profile=batch_profile(config, max_batch),
+        device=device,
+    )
+    if engines.precision == "fp16":
+        require_verified(
+            engine_directory(manifest),
+            engine_digests(manifest, "fp16"),
+            allow_unverified=engines.allow_unverified_fp16,
+        )
+    return backend
+
+
+def create_backend(
+    config: PipelineConfig,
+    graphs: Mapping[str, nn.Module],
+    *,
+    model_id: str,
+    max_batch: int = 1,
+    log: logging.Logger = LOG,
+) -> Backend:
+    """The backend ``config`` asks for (or ``auto`` picks), running ``graphs``; exports them to ONNX and
+    builds TensorRT engines in ``engines.cache_dir`` when needed (reused on the next start).
+
+    ``model_id`` names the checkpoint in the export manifest; ``max_batch`` is the most frames per call
+    the TensorRT engines accept; ``log`` gets the one line saying which backend was chosen and why (export
+    and engine-build progress go to the ``fourm_ros.export`` and ``fourm_ros.tensorrt`` loggers)."""
+    name, reason = choose_backend(config)
+    if name == "torch":
+        backend: Backend = TorchBackend(graphs, config.device)
+    elif name == "onnxruntime":
+        backend = _onnxruntime(config, graphs, model_id)
+    elif name == "tensorrt":
+        backend = _tensorrt(config, graphs, model_id, max_batch)
+    else:
+        raise BackendError(f"unknown backend {name!r}; choose auto, torch, onnxruntime or tensorrt")
+    backend.selection_reason = f"backend {config.backend} → {backend.describe()}: {reason}"
+    log.info(backend.selection_reason)
+    return backend

@@ -1,0 +1,194 @@
+"""ONNX export: every graph in ONNX Runtime equals PyTorch; manifest, hashes, cache reuse, corrupt files."""
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from support import tiny_components
+
+import fourm_ros
+from fourm_ros.backends import export
+from fourm_ros.backends.base import BackendError
+from fourm_ros.backends.export import (
+    ExportFileError,
+    Manifest,
+    cached_export,
+    export_graphs,
+    file_sha256,
+    weights_fingerprint,
+)
+from fourm_ros.backends.graphs import build_graphs
+from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from fourm_ros.backends.torch_backend import TorchBackend
+
+FLOAT_TOLERANCE = 1e-4
+"""Absolute tolerance of float outputs (context, logits, KV caches, x0, rotations): the tiny model's values
+are O(1) and float32 reordering by ONNX Runtime's fused kernels changes them by about 1e-6."""
+
+
+def _inputs(graph_name, graph, batch, seed=0):
+    """Random inputs of the graph's shapes (non-zero, unlike example_inputs), as numpy arrays."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for name, example in zip(graph.spec.inputs, graph.example_inputs(batch), strict=True):
+        if example.dtype == torch.long:
+            high = {"tokens": 4096, "codes": 1024, "token": 30000}.get(name)
+            fixed = {"position": [5], "timestep": [640]}.get(name)
+            arrays[name] = rng.integers(0, high, example.shape) if fixed is None else np.array(fixed)
+        else:
+            arrays[name] = rng.standard_normal(example.shape).astype(np.float32)
+    return arrays
+
+
+@pytest.fixture(scope="module")
+def ort_backend(tiny_export):
+    return OnnxRuntimeBackend(tiny_export, threads=1)
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+def test_every_graph_in_onnxruntime_equals_pytorch(tiny_graphs, ort_backend, batch):
+    reference = TorchBackend(tiny_graphs)
+    assert set(ort_backend.graphs) == set(tiny_graphs)
+    for name, graph in tiny_graphs.items():
+        inputs = _inputs(name, graph, batch)
+        expected, actual = reference.run(name, **inputs), ort_backend.run(name, **inputs)
+        for output in graph.spec.outputs:
+            want, got = reference.to_numpy(expected[output]), ort_backend.to_numpy(actual[output])
+            assert got.shape == want.shape and got.dtype == want.dtype, (name, output)
+            if np.issubdtype(want.dtype, np.integer):
+                np.testing.assert_array_equal(got, want, err_msg=f"{name}.{output}")
+            else:
+                np.testing.assert_allclose(
+                    got, want, atol=FLOAT_TOLERANCE, rtol=0, err_msg=f"{name}.{output}"
+                )
+
+
+def test_manifest_describes_every_file(tiny_export, tiny_graphs, tiny_config):
+    data = json.loads((tiny_export.directory / export.MANIFEST_NAME).read_text())
+    assert set(data["graphs"]) == set(tiny_graphs)
+    assert data["model"] == "tiny test model (random weights)"
+    assert data["tasks"] == list(tiny_config.tasks.enabled)
+    assert data["key_fields"]["opset"] >= 17
+    assert data["key_fields"]["torch"] == torch.__version__
+    assert data["key_fields"]["fourm_ros"] == fourm_ros.__version__
+    assert data["key_fields"]["dtype"] == "float32"
+    assert data["weights_sha256"] == weights_fingerprint(tiny_graphs)
+    assert data["key_fields"]["graphs"]["caption_step"]["cache_length"] == 64
+    assert data["key_fields"]["graphs"]["human_poses_step"]["cache_length"] == 120
+    assert data["key_fields"]["graphs"]["dense_decoder"]["targets"] == [
+        "tok_depth@224",
+        "tok_normal@224",
+        "tok_semseg@224",
+    ]
+    for name, graph in data["graphs"].items():
+        assert file_sha256(tiny_export.directory / graph["file"]) == graph["sha256"]
+        assert [item["name"] for item in graph["inputs"]] == list(tiny_graphs[name].spec.inputs)
+        assert [item["name"] for item in graph["outputs"]] == list(tiny_graphs[name].spec.outputs)
+    step = data["graphs"]["caption_step"]
+    assert step["recurrent"] == {"next_cache": "self_cache"}
+    shapes = {item["name"]: (item["dtype"], item["shape"]) for item in step["inputs"]}
+    assert shapes["self_cache"] == ("float32", [1, 2, "batch", 2, 64, 16])
+    assert shapes["token"] == ("int64", ["batch", 1]) and shapes["position"] == ("int64", [1])
+    assert data["graphs"]["pose_rotations"]["outputs"][0]["shape"] == ["persons", 23, 3, 3]
+    assert tiny_export.problems() == []
+
+
+def test_layer_norm_is_one_onnx_node(tiny_export):
+    """opset >= 17: LayerNorm stays a LayerNormalization node (TensorRT's normalisation layer)."""
+    model = onnx.load(str(tiny_export.path("encoder")))
+    assert max(entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")) >= 17
+    assert "LayerNormalization" in {node.op_type for node in model.graph.node}
+
+
+def test_a_second_start_reuses_the_export(tiny_export, tiny_graphs, tiny, monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise AssertionError("exported again although the cache holds a valid export")
+
+    monkeypatch.setattr(export, "export_graphs", refuse)
+    with caplog.at_level(logging.INFO):
+        again = cached_export(tiny_graphs, tiny_export.directory.parent, model=tiny.model_name)
+    assert again.directory == tiny_export.directory and again.key == tiny_export.key
+    assert "reusing the ONNX export" in caplog.text
+
+
+def test_the_key_follows_weights_and_max_tokens(tiny, tiny_graphs):
+    fingerprint = weights_fingerprint(tiny_graphs)
+    key, _ = export.export_key(tiny_graphs, fingerprint)
+    shorter = build_graphs(tiny.model, sequence_targets=["caption"], cache_lengths={"caption": 32})
+    longer = build_graphs(tiny.model, sequence_targets=["caption"], cache_lengths={"caption": 48})
+    assert export.export_key(shorter, fingerprint)[0] != export.export_key(longer, fingerprint)[0]
+    assert export.export_key(tiny_graphs, "0" * 64)[0] != key
+    assert export.export_key(tiny_graphs, fingerprint, opset=18)[0] != key
+
+
+def test_export_is_reproducible(tiny, tmp_path):
+    graphs = build_graphs(tiny.model, human_pose=tiny.human_pose)
+    first = export_graphs(graphs, tmp_path / "a", model="tiny")
+    second = export_graphs(graphs, tmp_path / "b", model="tiny")
+    assert first.key == second.key
+    assert first.graphs["encoder"].sha256 == second.graphs["encoder"].sha256
+    assert first.graphs["pose_rotations"].sha256 == second.graphs["pose_rotations"].sha256
+
+
+def test_a_corrupt_onnx_file_is_rejected_then_exported_again(tiny, tmp_path, caplog):
+    graphs = build_graphs(tiny.model, human_pose=tiny.human_pose)
+    manifest = cached_export(graphs, tmp_path, model="tiny")
+    path = manifest.path("encoder")
+    good = path.read_bytes()
+    path.write_bytes(b"not an onnx model" + good[17:])
+
+    with pytest.raises(ExportFileError, match=r"cannot load .*encoder\.onnx.*corrupt.*export again"):
+        OnnxRuntimeBackend(manifest)
+    with caplog.at_level(logging.WARNING):
+        again = cached_export(graphs, tmp_path, model="tiny")
+    assert "encoder.onnx is corrupt" in caplog.text and "exporting again" in caplog.text
+    assert again.path("encoder").read_bytes() == good
+    OnnxRuntimeBackend(again)
+
+
+def test_a_missing_onnx_file_is_reported(tiny, tmp_path, caplog):
+    graphs = build_graphs(tiny.model, human_pose=tiny.human_pose)
+    manifest = export_graphs(graphs, tmp_path / "export", model="tiny")
+    manifest.path("pose_rotations").unlink()
+    assert manifest.problems() == ["pose_rotations.onnx is missing"]
+    with pytest.raises(ExportFileError, match=r"graph 'pose_rotations' is missing.*export again"):
+        OnnxRuntimeBackend(manifest)
+
+
+def test_unreadable_manifest_is_a_clear_error(tmp_path):
+    with pytest.raises(BackendError, match="is not an ONNX export"):
+        Manifest.load(tmp_path)
+    (tmp_path / export.MANIFEST_NAME).write_text("{ truncated")
+    with pytest.raises(BackendError, match=r"malformed.*delete"):
+        Manifest.load(tmp_path)
+
+
+def test_large_graphs_keep_their_weights_in_one_data_file(tiny, tmp_path):
+    graphs = build_graphs(tiny.model, human_pose=tiny.human_pose)
+    manifest = export_graphs(graphs, tmp_path, model="tiny", external_data=True)
+    graph = manifest.graphs["pose_rotations"]
+    assert graph.data_file == "pose_rotations.onnx.data"
+    assert graph.data_sha256 == file_sha256(tmp_path / graph.data_file)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "encoder.onnx",
+        "encoder.onnx.data",
+        "manifest.json",
+        "pose_rotations.onnx",
+        "pose_rotations.onnx.data",
+    ]
+    inputs = _inputs("pose_rotations", graphs["pose_rotations"], 4)
+    got = OnnxRuntimeBackend(manifest).run("pose_rotations", **inputs)["rotations"]
+    want = TorchBackend(graphs).run("pose_rotations", **inputs)["rotations"].numpy()
+    np.testing.assert_allclose(got, want, atol=FLOAT_TOLERANCE, rtol=0)
+    shutil.copy(tmp_path / "encoder.onnx", tmp_path / "encoder.onnx.data")
+    assert manifest.problems() == ["encoder.onnx.data is corrupt (its sha256 differs from the manifest)"]
+
+
+def test_export_needs_float32_weights(tmp_path):
+    half = tiny_components(dtype=torch.bfloat16)
+    with pytest.raises(BackendError, match=r"needs float32 weights, got bfloat16.*dtype: float32"):
+        export_graphs(build_graphs(half.model), tmp_path, model="tiny")

@@ -1,0 +1,53 @@
+"""The whole pipeline on ONNX Runtime equals the pipeline on torch, on the sample photographs."""
+
+import numpy as np
+import pytest
+
+from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from fourm_ros.backends.select import create_backend
+from fourm_ros.pipeline.pipeline import Pipeline
+from fourm_ros.sample import sample_frames
+
+MAP_TOLERANCE = 1e-4
+"""Depth (standardised, O(1)) and unit normals: float32 differences between the backends are ~1e-5."""
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return [frame.rgb for frame in sample_frames()[:4]]
+
+
+def _assert_same(expected, actual):
+    assert len(expected) == len(actual)
+    for want, got in zip(expected, actual, strict=True):
+        assert set(got.tokens) == set(want.tokens)
+        for name, tokens in want.tokens.items():
+            np.testing.assert_array_equal(got.tokens[name], tokens, err_msg=name)
+        np.testing.assert_array_equal(got.labels, want.labels)
+        np.testing.assert_allclose(got.depth, want.depth, atol=MAP_TOLERANCE, rtol=0)
+        np.testing.assert_allclose(got.normals, want.normals, atol=MAP_TOLERANCE, rtol=0)
+        assert got.caption == want.caption
+        assert len(got.persons) == len(want.persons)
+
+
+def test_pipeline_on_onnxruntime_equals_torch(tiny, tiny_config, tiny_export, frames):
+    torch_results = Pipeline(tiny_config, tiny)(frames)
+    ort_results = Pipeline(tiny_config, tiny, OnnxRuntimeBackend(tiny_export, threads=1))(frames)
+    _assert_same(torch_results, ort_results)
+    # Full generations: every greedy id of the 64-token caption and 120-token pose sequence matched.
+    assert all((r.tokens["caption"] != 0).sum() == 64 for r in torch_results)
+    assert all((r.tokens["human_poses"] != 0).sum() == 120 for r in torch_results)
+    assert len({r.caption for r in torch_results}) == len(frames)  # the captions depend on the frame
+
+
+def test_factory_builds_the_onnxruntime_pipeline(
+    tiny, tiny_config, tiny_graphs, tiny_export, frames, with_cache_dir
+):
+    config = with_cache_dir(
+        tiny_config.replace(backend="onnxruntime", threads=1), tiny_export.directory.parent
+    )
+    backend = create_backend(config, tiny_graphs, model_id=tiny.model_name)
+    assert backend.name == "onnxruntime" and backend.manifest.directory == tiny_export.directory
+    assert backend.selection_reason.startswith("backend onnxruntime → onnxruntime")
+    pipeline = Pipeline(config, tiny, backend)
+    _assert_same(Pipeline(tiny_config, tiny)(frames[:1]), pipeline(frames[:1]))
