@@ -5,6 +5,7 @@
     fourm-ros bench                            per-stage latency, frames/s, memory, FLOP/s on this machine
     fourm-ros sample-bag OUT                   a camera rosbag2 of the bundled sample photographs
     fourm-ros replay IN_BAG -o OUT_BAG         play a bag through perception_node, record its outputs
+    fourm-ros export | build-engines | check-fp16   ONNX export, TensorRT engines, fp16-vs-fp32 check
 
 Every command that runs the model takes the pipeline settings of config/perception.yaml: ``--config FILE``
 plus ``--set key=value`` overrides (e.g. ``--set tasks.caption.enabled=false``).
@@ -192,6 +193,32 @@ def _bench(args: argparse.Namespace) -> int:
     return bench.run(pipeline_config(args), frames=args.frames, batch=args.batch)
 
 
+def _export(args: argparse.Namespace) -> int:
+    from fourm_ros.backends.job import export_job
+
+    manifest = export_job(pipeline_config(args), args.output)
+    print(f"exported {len(manifest.graphs)} graphs to {manifest.directory}")
+    return 0
+
+
+def _build_engines(args: argparse.Namespace) -> int:
+    from fourm_ros.backends.job import build_engines
+
+    config = pipeline_config(args)
+    directory, digests = build_engines(config, max_batch=config.engines.max_batch)
+    print(f"{len(digests)} {config.engines.precision} TensorRT engines ready in {directory}")
+    return 0
+
+
+def _check_fp16(args: argparse.Namespace) -> int:
+    from fourm_ros.backends.fp16_check import check_fp16
+
+    config = pipeline_config(args)
+    report = check_fp16(config, max_batch=config.engines.max_batch)
+    print(report.summary())
+    return 0 if report.passed else 1
+
+
 # ---------------------------------------------------------------------------------------------- bags
 
 
@@ -297,6 +324,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_config_options(bench)
     bench.set_defaults(run=_bench)
+
+    export = commands.add_parser("export", help="export the job's graphs to ONNX (opset 17) with a manifest")
+    export.add_argument("-o", "--output", type=Path, help="folder (default: the engine cache the node reads)")
+    _add_config_options(export)
+    export.set_defaults(run=_export)
+
+    engines = commands.add_parser(
+        "build-engines", help="build the job's TensorRT engines into the engine cache"
+    )
+    _add_config_options(engines)
+    engines.set_defaults(run=_build_engines)
+
+    check = commands.add_parser(
+        "check-fp16", help="compare fp16 against fp32 TensorRT engines; record pass/fail"
+    )
+    _add_config_options(check)
+    check.set_defaults(run=_check_fp16)
 
     sample_bag = commands.add_parser(
         "sample-bag", help="write a camera rosbag2 of the bundled sample photographs"

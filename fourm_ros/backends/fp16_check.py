@@ -210,10 +210,11 @@ def check_fp16(
     import torch
 
     from fourm_ros.backends import job
-    from fourm_ros.backends.tensorrt_backend import engine_directory, tensorrt_backend
+    from fourm_ros.backends.tensorrt_backend import engine_directory, import_tensorrt, tensorrt_backend
     from fourm_ros.pipeline.pipeline import Pipeline
     from fourm_ros.sample import sample_frames
 
+    import_tensorrt()  # fail before the long export if TensorRT is missing
     config = job.float32(config)
     components, manifest = job.export_for(config, log=log)
     profile = job.batch_profile(config, max_batch)

@@ -118,8 +118,9 @@ def build_engines(
 ) -> tuple[Path, dict[str, str]]:
     """``fourm-ros build-engines``: export if needed, then build (or validate) every TensorRT engine of the
     job at ``engines.precision``. Returns the engine directory and graph → engine sha256."""
-    from fourm_ros.backends.tensorrt_backend import engine_directory, load_engines
+    from fourm_ros.backends.tensorrt_backend import engine_directory, import_tensorrt, load_engines
 
+    import_tensorrt()  # fail before the long export if TensorRT is missing
     _, manifest = export_for(config, log=log)
     load_engines(
         manifest,

@@ -125,6 +125,9 @@ class EnginesConfig:
     cache_dir: str = setting("~/.cache/fourm_ros/engines", "persistent engine cache (never /tmp)")
     precision: str = setting("fp16", "TensorRT build precision", choices=("fp16", "fp32"))
     workspace_mb: int = setting(2048, "TensorRT builder workspace limit in MiB", minimum=64)
+    max_batch: int = setting(
+        1, "most frames per call the TensorRT engines accept (the number of cameras)", minimum=1, maximum=16
+    )
     allow_unverified_fp16: bool = setting(
         False, "use an fp16 engine even if it failed the fp16-vs-fp32 check"
     )

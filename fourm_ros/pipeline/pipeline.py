@@ -54,7 +54,7 @@ class Pipeline:
         self.tasks = config.tasks.enabled
         self.random_weights = components.random_weights
         self.model_name = components.model_name
-        self._model: FourM = components.model
+        self._model_config = components.model.config
         self._dense = tuple(task for task in DENSE_TARGETS if task in self.tasks)
         self._sequences = tuple(task for task in SEQUENCE_TARGETS if task in self.tasks)
         decoders = {
@@ -74,6 +74,9 @@ class Pipeline:
         }
         self._channels = {task: decoders[task].config.n_channels for task in self._diffusion_tasks}
         self.backend = backend or TorchBackend(job_graphs(config, components), config.device)
+        # Only the torch backend computes with the torch modules; other backends keep their own copies,
+        # so the pipeline holds on to the modules (gigabytes) only when it runs on torch.
+        self._model: FourM | None = components.model if self.backend.name == "torch" else None
         self._skeleton = (
             skeleton.SmplSkeleton.from_npz(config.smpl_model)
             if config.smpl_model
@@ -96,7 +99,12 @@ class Pipeline:
         if config.threads:
             torch.set_num_threads(config.threads)
         components = load_components(config)
-        backend = create_backend(config, job_graphs(config, components), model_id=components.model_name)
+        backend = create_backend(
+            config,
+            job_graphs(config, components),
+            model_id=components.model_name,
+            max_batch=config.engines.max_batch,
+        )
         return cls(config, components, backend)
 
     @property
@@ -239,7 +247,7 @@ class Pipeline:
     def _generate(self, task: str, cross_kv: Any, batch: int) -> torch.Tensor:
         """Autoregressive ids [B, T] of a sequence task, with the static-shape KV cache of its step graph."""
         settings = getattr(self.config.tasks, task)
-        cfg = self._model.config
+        cfg = self._model_config
         shape = (cfg.decoder_depth, 2, batch, cfg.num_heads, settings.max_tokens, cfg.head_dim)
         cache: Any = np.zeros(shape, dtype=np.float32)
         graph = f"{SEQUENCE_TARGETS[task]}_step"

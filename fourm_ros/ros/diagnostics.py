@@ -43,6 +43,7 @@ class StatsSnapshot:
     """A consistent copy of the statistics at one instant."""
 
     backend: str
+    backend_reason: str
     model: str
     random_weights: bool
     received: int
@@ -94,7 +95,7 @@ class PipelineStats:
         )
         self.clock = clock
         self._lock = threading.Lock()
-        self._backend = self._model = ""
+        self._backend = self._backend_reason = self._model = ""
         self._random_weights = False
         self._received = self._processed = self._dropped = self._zero_stamps = 0
         self._bad: Counter[str] = Counter()
@@ -107,10 +108,11 @@ class PipelineStats:
         self._last_error = ""
         self._last_error_time: float | None = None
 
-    def set_engine(self, backend: str, model: str, random_weights: bool) -> None:
-        """What is running: reported as key/values, and random weights make the status WARN."""
+    def set_engine(self, backend: str, model: str, random_weights: bool, backend_reason: str = "") -> None:
+        """What is running (and why this backend): reported as key/values; random weights make it WARN."""
         with self._lock:
             self._backend, self._model, self._random_weights = backend, model, bool(random_weights)
+            self._backend_reason = backend_reason
 
     def input_received(self, stamp_s: float, now_s: float) -> None:
         """A message arrived with header stamp ``stamp_s``; ``now_s`` is the node clock (sim time aware)."""
@@ -156,6 +158,7 @@ class PipelineStats:
             last_ok = self._processed_times[-1] if self._processed_times else None
             return StatsSnapshot(
                 backend=self._backend,
+                backend_reason=self._backend_reason,
                 model=self._model,
                 random_weights=self._random_weights,
                 received=self._received,
@@ -210,6 +213,7 @@ class PipelineStats:
         level, message = self.status(snap)
         values = [
             ("backend", snap.backend),
+            ("backend selection", snap.backend_reason),
             ("model", snap.model),
             ("random weights", str(snap.random_weights).lower()),
             ("frames received", snap.received),

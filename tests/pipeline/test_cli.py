@@ -127,3 +127,14 @@ def test_sample_bag_holds_every_sample_frame(tmp_path):
     with Reader(tmp_path / "bag") as reader:
         counts = {c.topic: c.msgcount for c in reader.connections}
     assert counts["/camera/image_raw"] == counts["/camera/camera_info"] >= 6
+
+
+@pytest.mark.parametrize("command", ["build-engines", "check-fp16"])
+def test_tensorrt_commands_explain_a_missing_tensorrt_before_any_work(command, capsys):
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        assert cli.main([command, "--random-weights"]) == 2
+        assert "TensorRT is not importable" in capsys.readouterr().err
+    else:
+        pytest.skip("TensorRT is installed here; tests/backends/test_tensorrt_backend.py covers the build")
