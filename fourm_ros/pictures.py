@@ -39,7 +39,7 @@ def result_pictures(frame: np.ndarray, result: Results) -> dict[str, np.ndarray]
         colored = viz.colorize_depth(_resize(result.depth, side), lo=lo, hi=hi)
         pictures["depth"] = viz.with_colorbar(colored, lo, hi, DEPTH_LABEL)
     if result.normals is not None:
-        pictures["normals"] = _resize(viz.normals_to_rgb(result.normals), side, nearest=True)
+        pictures["normals"] = _resize(viz.optical_normals_to_rgb(result.normals), side, nearest=True)
     if result.labels is not None:
         names = [entry.name for entry in semseg_classes()]
         pictures["segmentation"] = viz.segmentation_panel(

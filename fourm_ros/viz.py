@@ -336,6 +336,13 @@ def normals_to_rgb(normals: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def optical_normals_to_rgb(normals: np.ndarray) -> np.ndarray:
+    """Camera-optical-frame normals (z forward) coloured like the usual normal map, where a surface facing
+    the viewer (z towards the camera) is blue: (x, y, -z) through ``normals_to_rgb``."""
+    normals = _check_real(normals, "normals", 3, floating=True)
+    return normals_to_rgb(normals * np.array([1.0, 1.0, -1.0], dtype=np.float32))
+
+
 # ----------------------------------------------------------------------------------------- segmentation
 
 

@@ -242,7 +242,9 @@ class Pipeline:
         output = self._samplers[task].sample(
             predict_x0, shape, settings.diffusion_steps, noise=noise.expand(shape)
         )
-        return divae.relative_depth(output) if task == "depth" else divae.unit_normals(output)
+        if task == "depth":
+            return divae.relative_depth(output)
+        return divae.optical_frame_normals(divae.unit_normals(output))
 
     def _generate(self, task: str, cross_kv: Any, batch: int) -> torch.Tensor:
         """Autoregressive ids [B, T] of a sequence task, with the static-shape KV cache of its step graph."""

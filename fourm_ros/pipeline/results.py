@@ -67,7 +67,8 @@ class Results:
     depth: np.ndarray | None = None
     """float32 224×224 relative depth (standardised, unitless; see fourm_ros.tokenizers.divae)."""
     normals: np.ndarray | None = None
-    """float32 224×224×3 unit surface normals in the camera frame (see fourm_ros.tokenizers.divae)."""
+    """float32 224×224×3 unit surface normals in the camera optical frame (x right, y down, z forward; a
+    surface facing the camera is (0, 0, -1)); see fourm_ros.tokenizers.divae."""
     labels: np.ndarray | None = None
     """uint8 224×224 class ids: 0 unlabeled, k = COCO panoptic class k-1."""
     persons: list[PersonResult] | None = None

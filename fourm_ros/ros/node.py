@@ -215,7 +215,7 @@ class PerceptionNode(Node):
         if result.normals is not None:
             out["normals"].publish(normals_image(result.normals, header))
             if "normals/color" in out:
-                out["normals/color"].publish(rgb_image(viz.normals_to_rgb(result.normals), header))
+                out["normals/color"].publish(rgb_image(viz.optical_normals_to_rgb(result.normals), header))
         if result.labels is not None:
             out["segmentation"].publish(labels_image(result.labels, header))
             if "segmentation/color" in out:

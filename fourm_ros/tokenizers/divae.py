@@ -133,9 +133,9 @@ def relative_depth(output: torch.Tensor) -> np.ndarray:
     their mean and divided by their standard deviation. So values are roughly zero-mean, unit-spread within
     one image, NOT metres and not comparable across images: metric use needs a per-image scale and shift
     (e.g. fitted to a depth sensor). Verified from the reference: the value increases with the stored label
-    value (the standardisation is increasing). Not verified: that larger means farther (depth rather than
-    disparity) rests on Omnidata's depth labels being z-buffer depth; ml-4m does not include the script
-    that wrote the PNGs.
+    value (the standardisation is increasing). Larger therefore means farther if the labels are Omnidata's
+    z-buffer depth (DPT-Hybrid's output), which ml-4m does not show (its labelling script is not public);
+    not checked on real weights here.
     """
     if output.ndim != 4 or output.shape[1] != 1:
         raise ValueError(f"depth output must have shape [B, 1, H, W], got {list(output.shape)}")
@@ -143,18 +143,28 @@ def relative_depth(output: torch.Tensor) -> np.ndarray:
 
 
 def unit_normals(output: torch.Tensor) -> np.ndarray:
-    """Decoded normals [B, 3, H, W] → float32 numpy [B, H, W, 3] of unit vectors.
+    """Decoded normals [B, 3, H, W] → float32 numpy [B, H, W, 3] of unit vectors, in the training encoding.
 
     Each channel is one normal component in [-1, 1] (the training target was the RGB normal image mapped
     with (v - 0.5) / 0.5); the vector is renormalised per pixel, and a zero vector stays zero (no
-    direction). Axes: channel 0 is the image-horizontal axis — verified from the reference's training
-    augmentation, whose horizontal flips invert channel 0 only. Channels 1 and 2 are, by elimination, the
-    vertical and viewing-direction axes of the Omnidata pseudo-labels; which is which, and every sign
-    (right/left, up/down, towards/away from the camera), is NOT established by the reference code: check
-    against a known scene (a floor, a wall facing the camera) before relying on them.
+    direction). The encoding is Omnidata's, which is that of 2D-3D-Semantics: channel 0 = +x to the right,
+    channel 1 = +y downwards, channel 2 = +z towards the camera (Omnidata's author in
+    EPFL-VILAB/omnidata#13; consistent with the reference's training flips, which invert channel 0 only).
+    ``optical_frame_normals`` turns it into the ROS camera optical frame.
     """
     if output.ndim != 4 or output.shape[1] != 3:
         raise ValueError(f"normal output must have shape [B, 3, H, W], got {list(output.shape)}")
     vectors = output.detach().float().permute(0, 2, 3, 1)
     length = torch.linalg.vector_norm(vectors, dim=-1, keepdim=True)
     return (vectors / length.clamp_min(1e-12)).cpu().numpy()
+
+
+OPTICAL_FROM_TRAINING = np.array([1.0, 1.0, -1.0], dtype=np.float32)
+"""Per-channel factors from the training encoding (z towards the camera) to the ROS camera optical frame
+(REP 103: x right, y down, z forward, away from the camera)."""
+
+
+def optical_frame_normals(normals: np.ndarray) -> np.ndarray:
+    """Unit normals [..., 3] of ``unit_normals`` expressed in the camera optical frame: a surface facing the
+    camera has the normal (0, 0, -1). Not verified on real weights here (none can be downloaded)."""
+    return (normals * OPTICAL_FROM_TRAINING).astype(np.float32)

@@ -411,3 +411,11 @@ def test_demo_sheet_of_all_visualisations_round_trips_through_png(tmp_path):
     reread = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(reread, sheet)
     assert sheet.shape[1] > 4 * 320 and sheet.shape[0] > 2 * 320 and sheet.std() > 30
+
+
+def test_optical_normals_are_coloured_like_a_normal_map():
+    from fourm_ros.viz import optical_normals_to_rgb
+
+    facing_camera = np.zeros((1, 1, 3), np.float32)
+    facing_camera[..., 2] = -1.0  # optical frame: z forward, so a surface facing the camera points to -z
+    np.testing.assert_array_equal(optical_normals_to_rgb(facing_camera)[0, 0], [128, 128, 255])

@@ -124,3 +124,12 @@ def test_unet_refuses_images_its_downsampling_cannot_halve(synthetic):
         unet(torch.zeros(1, 1, 36, 36), 999, torch.zeros(1, 8, 3, 3))
     with pytest.raises(ValueError, match=r"sample must be \[B, 1, H, W\]"):
         unet(torch.zeros(1, 3, 32, 32), 999, torch.zeros(1, 8, 2, 2))
+
+
+def test_optical_frame_normals_flip_only_the_viewing_axis():
+    from fourm_ros.tokenizers.divae import optical_frame_normals
+
+    encoded = np.array([[0.6, -0.8, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)  # training encoding
+    np.testing.assert_allclose(
+        optical_frame_normals(encoded), [[0.6, -0.8, 0.0], [0.0, 0.0, -1.0]], rtol=1e-6
+    )
