@@ -253,12 +253,13 @@ def _replay(args: argparse.Namespace) -> int:
     from fourm_ros.ros.pictures import OutputPictures
     from fourm_ros.ros.replay import replay
 
-    node_factory = None
+    node_factory, random_weights = None, False
     if args.run_node:
         from fourm_ros.ros.node import PerceptionNode
 
         values = settings(args)
-        PipelineConfig.from_dict(values)  # fail here, with the setting named, rather than inside the node
+        # Fail here, with the setting named, rather than inside the node.
+        random_weights = PipelineConfig.from_dict(values).random_weights
         parameters = [Parameter(name, value=value) for name, value in _flat_parameters(values).items()]
 
         def node_factory(context):
@@ -266,7 +267,7 @@ def _replay(args: argparse.Namespace) -> int:
                 context=context, namespace=args.namespace or None, parameter_overrides=parameters
             )
 
-    shots = OutputPictures(limit=args.pictures_limit) if args.pictures else None
+    shots = OutputPictures(args.pictures_limit, random_weights) if args.pictures else None
     summary = replay(
         args.input,
         args.output,

@@ -127,7 +127,6 @@ def randomize(module: nn.Module, seed: int) -> nn.Module:
 
 def random_components(config: PipelineConfig, seed: int = 0) -> Components:
     """The official architectures (or the local config.json's) with deterministic random weights."""
-    LOG.warning(RANDOM_WEIGHTS_WARNING)
     dtype, device, tasks = _dtype(config), config.device, config.tasks.enabled
     model = FourM(
         _random_model_config(config.model),

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image
-from std_msgs.msg import String
 from visualization_msgs.msg import Marker
 
 from fourm_ros import viz
@@ -25,8 +24,9 @@ def _float_image(msg: Image) -> np.ndarray:
 class OutputPictures:
     """Collects input frames and the node's picture-worthy outputs by header stamp, then draws them."""
 
-    def __init__(self, limit: int = 8):
+    def __init__(self, limit: int = 8, random_weights: bool = False):
         self.limit = limit
+        self.random_weights = random_weights
         self.inputs: dict[tuple, np.ndarray] = {}
         self.outputs: dict[tuple, dict[str, object]] = {}
 
@@ -46,8 +46,10 @@ class OutputPictures:
                 self.outputs.setdefault(self._key(msg), {})[topic] = msg
 
     def sheet(self, key: tuple) -> np.ndarray:
-        tiles = {"input": self.inputs[key]}
         outputs = self.outputs.get(key, {})
+        caption: Marker | None = outputs.get("caption/marker")
+        frame = self.inputs[key]
+        tiles = {"input": viz.draw_caption(frame, caption.text) if caption is not None else frame}
         if "depth/relative" in outputs:
             depth = _float_image(outputs["depth/relative"])
             lo, hi = viz.robust_range(depth)
@@ -56,8 +58,7 @@ class OutputPictures:
             if topic in outputs:
                 tiles[topic] = image_to_rgb(outputs[topic])
         sheet = viz.contact_sheet(tiles, columns=len(tiles))
-        caption: Marker | String | None = outputs.get("caption/marker")
-        return viz.draw_caption(sheet, caption.text) if caption is not None else sheet
+        return viz.banner(sheet) if self.random_weights else sheet
 
     def write(self, directory: str | Path) -> list[Path]:
         directory = Path(directory)

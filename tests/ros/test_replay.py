@@ -1,5 +1,6 @@
 """Replaying a camera bag through the node gives an output bag that matches the input frames one to one."""
 
+import cv2
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
