@@ -235,37 +235,17 @@ def _sample_bag(args: argparse.Namespace) -> int:
     return 0
 
 
-def _flat_parameters(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in values.items():
-        if isinstance(value, dict):
-            flat.update(_flat_parameters(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = (
-                "" if value is None else (list(value) if isinstance(value, tuple) else value)
-            )
-    return flat
-
-
 def _replay(args: argparse.Namespace) -> int:
-    from rclpy.parameter import Parameter
-
+    from fourm_ros.ros.node import node_factory as make_node_factory
     from fourm_ros.ros.pictures import OutputPictures
     from fourm_ros.ros.replay import replay
 
     node_factory, random_weights = None, False
     if args.run_node:
-        from fourm_ros.ros.node import PerceptionNode
-
         values = settings(args)
         # Fail here, with the setting named, rather than inside the node.
         random_weights = PipelineConfig.from_dict(values).random_weights
-        parameters = [Parameter(name, value=value) for name, value in _flat_parameters(values).items()]
-
-        def node_factory(context):
-            return PerceptionNode(
-                context=context, namespace=args.namespace or None, parameter_overrides=parameters
-            )
+        node_factory = make_node_factory(values, args.namespace)
 
     shots = OutputPictures(args.pictures_limit, random_weights) if args.pictures else None
     summary = replay(

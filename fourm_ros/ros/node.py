@@ -13,13 +13,16 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray
+from rclpy.context import Context
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -279,6 +282,27 @@ class PerceptionNode(Node):
             self._condition.notify()
         self._worker.join(timeout=30.0)
         super().destroy_node()
+
+
+def _flat_parameters(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings → ROS parameter names and values (None → '', tuples → lists)."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat_parameters(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = (
+                "" if value is None else (list(value) if isinstance(value, tuple) else value)
+            )
+    return flat
+
+
+def node_factory(settings: dict[str, Any], namespace: str = "") -> Callable[[Context], PerceptionNode]:
+    """Builds perception_node in a given rclpy context with ``settings`` (nested, as in the YAML file)."""
+    parameters = [Parameter(name, value=value) for name, value in _flat_parameters(settings).items()]
+    return lambda context: PerceptionNode(
+        context=context, namespace=namespace or None, parameter_overrides=parameters
+    )
 
 
 def main(args: list[str] | None = None) -> int:
