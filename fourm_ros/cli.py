@@ -259,6 +259,7 @@ def _replay(args: argparse.Namespace) -> int:
         node_factory=node_factory,
         keep=shots.add_output if shots else (lambda topic, data, kind: None),
         on_input=shots.add_input if shots else (lambda msg: None),
+        progress=not args.quiet,
     )
     print(
         f"sent {summary.frames_sent} frames, {summary.frames_processed} processed, in {summary.seconds:.1f} s"

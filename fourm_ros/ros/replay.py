@@ -25,6 +25,7 @@ from rclpy.time import Time
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
+from tqdm import tqdm
 
 from fourm_ros.errors import UserError
 from fourm_ros.ros import topics
@@ -130,6 +131,7 @@ def replay(
     node_factory: Callable[[Context], Node] | None = None,
     keep: Callable[[str, bytes, type], None] = lambda topic, data, kind: None,
     on_input: Callable[[Image | CompressedImage], None] = lambda msg: None,
+    progress: bool = False,
 ) -> ReplaySummary:
     """Play ``in_bag`` into the node and record its outputs into ``out_bag``.
 
@@ -137,7 +139,7 @@ def replay(
     ``namespace``: the node's namespace (its inputs are ``<ns>/image``, ``<ns>/camera_info``).
     ``node_factory``: build perception_node in this process (else one must be running).
     ``keep`` / ``on_input``: callbacks that see each recorded output (topic, CDR bytes, type) and each
-    input image, e.g. to draw pictures.
+    input image, e.g. to draw pictures. ``progress``: a progress bar of the frames on stderr.
     """
     own_context = context is None
     if own_context:
@@ -171,7 +173,14 @@ def replay(
                 connect_timeout_s,
                 listening + " (or replay with --run-node)",
             )
-            _play(reader, camera, image_pub, info_pub, recorder, summary, rate, frame_timeout_s, on_input)
+            frames = sum(c.msgcount for c in reader.connections if c.topic == camera.image_topic)
+            with tqdm(total=frames, unit="frame", desc="replay", disable=not progress) as bar:
+
+                def played(message: Image | CompressedImage) -> None:
+                    on_input(message)
+                    bar.update()
+
+                _play(reader, camera, image_pub, info_pub, recorder, summary, rate, frame_timeout_s, played)
             time.sleep(0.5)  # let the last outputs of the last frame arrive
             summary.recorded = dict(recorder.counts)
             summary.frames_processed = len(recorder.processed)
