@@ -56,9 +56,9 @@ def result_pictures(frame: np.ndarray, result: Results) -> dict[str, np.ndarray]
         )
     if result.caption is not None:
         pictures["caption"] = viz.draw_caption(frame, result.caption or "(empty caption)")
-    pictures["sheet"] = viz.contact_sheet(pictures, columns=3)
     if result.random_weights:
         pictures = {name: viz.banner(picture) for name, picture in pictures.items()}
+    pictures["sheet"] = viz.contact_sheet(pictures, columns=3)
     return pictures
 
 

@@ -57,8 +57,9 @@ class OutputPictures:
         for topic in ("normals/color", "segmentation/color"):
             if topic in outputs:
                 tiles[topic] = image_to_rgb(outputs[topic])
-        sheet = viz.contact_sheet(tiles, columns=len(tiles))
-        return viz.banner(sheet) if self.random_weights else sheet
+        if self.random_weights:
+            tiles = {name: viz.banner(tile) for name, tile in tiles.items()}
+        return viz.contact_sheet(tiles, columns=len(tiles))
 
     def write(self, directory: str | Path) -> list[Path]:
         directory = Path(directory)

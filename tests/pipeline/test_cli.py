@@ -29,6 +29,11 @@ def _png(path, height=120, width=160, seed=0):
     return rgb
 
 
+def banner_share(rgb):
+    """Share of pixels in the random-weights banner's red."""
+    return ((rgb[..., 0] > 150) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)).mean()
+
+
 FAST = ["--set", "tasks.human_pose.max_tokens=10", "--set", "tasks.caption.max_tokens=6"]
 
 
@@ -61,8 +66,10 @@ def test_infer_writes_pictures_and_raw_dumps_for_images_and_folders(tmp_path, ti
     assert list(raw["input_height_width"]) == [200, 100]
     depth = cv2.imread(str(out / "b" / "depth.png"))
     assert depth.shape[1] == 100  # drawn at the input's crop resolution
-    top = cv2.imread(str(out / "b" / "sheet.png"))[2, :, ::-1]
-    assert (top[:, 0] > 150).mean() > 0.5 and (top[:, 1] < 80).mean() > 0.5  # the red random-weights banner
+    for picture in ("depth.png", "human_pose.png", "caption.png"):
+        top = cv2.imread(str(out / "b" / picture))[2, :, ::-1]
+        assert (top[:, 0] > 150).mean() > 0.5 and (top[:, 1] < 80).mean() > 0.5, picture  # the red banner
+    assert banner_share(cv2.imread(str(out / "b" / "sheet.png"))[..., ::-1]) > 0.05
 
 
 def test_infer_reads_video_frames(tmp_path, tiny_pipeline):
