@@ -5,6 +5,12 @@ from pathlib import Path
 TEST_DATA = Path(__file__).parent / "data"
 KEYS_DIR = TEST_DATA / "keys"
 
+
+def banner_share(rgb) -> float:
+    """Share of an RGB picture's pixels in the red of the random-weights banner."""
+    return float(((rgb[..., 0] > 150) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)).mean())
+
+
 TINY_TASKS = ("depth", "normals", "segmentation", "human_pose", "caption")
 
 

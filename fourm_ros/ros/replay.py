@@ -165,14 +165,11 @@ def replay(
                 executor.add_node(nodes[-1])
             spinner = threading.Thread(target=executor.spin, daemon=True)
             spinner.start()
-            listening = (
-                f"no node subscribes to {image_pub.topic_name}; start perception_node in that namespace"
-            )
-            _wait(
-                lambda: image_pub.get_subscription_count() > 0,
-                connect_timeout_s,
-                listening + " (or replay with --run-node)",
-            )
+            if not _wait(lambda: image_pub.get_subscription_count() > 0, connect_timeout_s):
+                raise ReplayError(
+                    f"no node subscribes to {image_pub.topic_name}; start perception_node in that namespace "
+                    "(or replay with --run-node)"
+                )
             frames = sum(c.msgcount for c in reader.connections if c.topic == camera.image_topic)
             with tqdm(total=frames, unit="frame", desc="replay", disable=not progress) as bar:
 
@@ -194,12 +191,14 @@ def replay(
     return summary
 
 
-def _wait(condition: Callable[[], bool], timeout_s: float, message: str) -> None:
+def _wait(condition: Callable[[], bool], timeout_s: float) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout_s`` passes (False)."""
     deadline = time.monotonic() + timeout_s
     while not condition():
         if time.monotonic() > deadline:
-            raise ReplayError(message)
+            return False
         time.sleep(0.02)
+    return True
 
 
 def _play(reader, camera, image_pub, info_pub, recorder, summary, rate, frame_timeout_s, on_input) -> None:
@@ -230,11 +229,8 @@ def _play(reader, camera, image_pub, info_pub, recorder, summary, rate, frame_ti
         image_pub.publish(message)
         on_input(message)
         summary.frames_sent += 1
-        if rate is None:
-            try:
-                _wait(lambda m=message: recorder.done(m.header), frame_timeout_s, "")
-            except ReplayError:
-                stamp = Time.from_msg(message.header.stamp).nanoseconds * 1e-9
-                LOG.warning(
-                    "no output for the frame stamped %.3f s within %.0f s; going on", stamp, frame_timeout_s
-                )
+        if rate is None and not _wait(lambda m=message: recorder.done(m.header), frame_timeout_s):
+            stamp = Time.from_msg(message.header.stamp).nanoseconds * 1e-9
+            LOG.warning(
+                "no output for the frame stamped %.3f s within %.0f s; going on", stamp, frame_timeout_s
+            )

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 from rosbags.rosbag2 import Reader
-from support import tiny_components
+from support import banner_share, tiny_components
 
 from fourm_ros import cli
 from fourm_ros.pipeline.pipeline import Pipeline
@@ -27,11 +27,6 @@ def _png(path, height=120, width=160, seed=0):
     rgb = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
     cv2.imwrite(str(path), rgb[..., ::-1])
     return rgb
-
-
-def banner_share(rgb):
-    """Share of pixels in the random-weights banner's red."""
-    return ((rgb[..., 0] > 150) & (rgb[..., 1] < 80) & (rgb[..., 2] < 80)).mean()
 
 
 FAST = ["--set", "tasks.human_pose.max_tokens=10", "--set", "tasks.caption.max_tokens=6"]
