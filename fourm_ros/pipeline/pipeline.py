@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
 
@@ -25,7 +26,7 @@ from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.model import generation
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
 from fourm_ros.pipeline.config import PipelineConfig
-from fourm_ros.pipeline.preprocess import preprocess
+from fourm_ros.pipeline.preprocess import CropMap, preprocess
 from fourm_ros.pipeline.results import PersonResult, Results
 from fourm_ros.pipeline.weights import RANDOM_WEIGHTS_WARNING, TOKENIZER_TASKS, Components, load_components
 from fourm_ros.tokenizers import divae, skeleton, text
@@ -33,6 +34,29 @@ from fourm_ros.tokenizers.ddim import DDIMSampler
 
 LOG = logging.getLogger("fourm_ros.pipeline")
 STOP_IDS = (text.EOS_ID, text.GENERATION_STOP_ID)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A batch after preprocessing: model input [B, 3, 224, 224], crop maps and the 224 crops (uint8)."""
+
+    rgb: np.ndarray
+    crops: list[CropMap]
+    grids: np.ndarray
+
+
+def _take(prepared: _Prepared, rows: Sequence[int]) -> _Prepared:
+    return _Prepared(prepared.rgb[list(rows)], [prepared.crops[r] for r in rows], prepared.grids[list(rows)])
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str) -> Iterator[None]:
+    """Adds the seconds spent in the block to ``timings[stage]``."""
+    start = perf_counter()
+    try:
+        yield
+    finally:
+        timings[stage] = timings.get(stage, 0.0) + perf_counter() - start
 
 
 class _GraphPoseDecoder:
@@ -83,7 +107,7 @@ class Pipeline:
             else skeleton.GenericSkeleton()
         )
         self._pose_decoder = _GraphPoseDecoder(self.backend)
-        self._calls = 0
+        self._frames_seen = 0  # every_n_frames counts frames across calls of __call__
         self._generator = torch.Generator().manual_seed(0)  # sequence sampling (temperature > 0)
         if self.random_weights:
             LOG.warning(RANDOM_WEIGHTS_WARNING)
@@ -117,78 +141,143 @@ class Pipeline:
     def describe(self) -> str:
         return f"{self.model_name} on {self.backend.describe()}; tasks: {', '.join(self.tasks)}"
 
+    @property
+    def dense_tasks(self) -> tuple[str, ...]:
+        """The enabled dense tasks (depth, normals, segmentation): the node's frame-rate lane."""
+        return self._dense
+
+    @property
+    def sequence_tasks(self) -> tuple[str, ...]:
+        """The enabled sequence tasks (caption, human_pose): autoregressive, the node's slower lane."""
+        return self._sequences
+
     def __call__(self, frames: Sequence[np.ndarray]) -> list[Results]:
-        """Results for each frame (several frames, e.g. several cameras, run as one batch)."""
+        """Results for each frame (several frames, e.g. several cameras, run as one batch): every dense task,
+        and each sequence task on the frames it is due (``every_n_frames`` counts frames, not calls)."""
         timings: dict[str, float] = {}
-
-        @contextmanager
-        def timed(stage: str) -> Iterator[None]:
-            start = perf_counter()
-            yield
-            timings[stage] = timings.get(stage, 0.0) + perf_counter() - start
-
-        with timed("preprocess"):
-            rgb, crops, grids = preprocess(frames)
-        batch = len(crops)
-        fields: list[dict[str, Any]] = [{"tokens": {}} for _ in range(batch)]
-
-        def put(name: str, values: Sequence[Any]) -> None:
-            for b in range(batch):
-                fields[b][name] = values[b]
-
-        index, self._calls = self._calls, self._calls + 1
-        due = [
-            task for task in self._sequences if index % getattr(self.config.tasks, task).every_n_frames == 0
-        ]
-        context = None
-        if due or (self._dense and not self._sampled_dense):
-            with timed("encoder"):
-                context = self.backend.run("encoder", rgb=rgb)["context"]
+        prepared = self._prepare(frames, timings)
+        fields = self._new_fields(len(frames))
         if self._dense:
-            with timed("dense_decoder"):
-                tokens = self._dense_tokens(rgb, context)
-            for task, grid in tokens.items():
-                for b in range(batch):
-                    fields[b]["tokens"][DENSE_TARGETS[task]] = grid[b]
-            for task in self._diffusion_tasks:
-                with timed(f"{task}_decoder"):
-                    put(task, self._diffusion(task, tokens[task]))
-            if "segmentation" in self._dense:
-                with timed("segmentation_decoder"):
-                    labels = self.backend.run("segmentation_labels", tokens=tokens["segmentation"])["labels"]
-                    put("labels", self.backend.to_numpy(labels).astype(np.uint8))
-        if due:
-            with timed("cross_kv"):
-                cross_kv = self.backend.run("cross_kv", context=context)["cross_kv"]
-        for task in due:
-            with timed(task):
-                ids = self._generate(task, cross_kv, batch).numpy()
-            for b in range(batch):
-                fields[b]["tokens"][SEQUENCE_TARGETS[task]] = ids[b]
-            if task == "caption":
-                put("caption", [text.caption_from_ids(row) for row in ids])
-            else:
-                with timed("pose_decoder"):
-                    decoded = [
-                        skeleton.persons_from_sequence(row, self._pose_decoder, self._skeleton) for row in ids
-                    ]
-                put(
-                    "persons",
-                    [
-                        [PersonResult.from_decoded(p, crop) for p in people]
-                        for people, crop in zip(decoded, crops, strict=True)
-                    ],
-                )
+            self._run_dense(prepared, fields, timings)
+        due: dict[tuple[str, ...], list[int]] = {}
+        for b in range(len(frames)):
+            index, self._frames_seen = self._frames_seen, self._frames_seen + 1
+            tasks = tuple(
+                task
+                for task in self._sequences
+                if index % getattr(self.config.tasks, task).every_n_frames == 0
+            )
+            if tasks:
+                due.setdefault(tasks, []).append(b)
+        for tasks, rows in due.items():
+            sub_fields = self._new_fields(len(rows))
+            self._run_sequences(_take(prepared, rows), tasks, sub_fields, timings)
+            for row, sub in zip(rows, sub_fields, strict=True):
+                fields[row]["tokens"].update(sub.pop("tokens"))
+                fields[row].update(sub)
+        return self._results(prepared, fields, timings)
+
+    def dense(self, frames: Sequence[np.ndarray]) -> list[Results]:
+        """Only the dense tasks of each frame (sequence fields stay None)."""
+        timings: dict[str, float] = {}
+        prepared = self._prepare(frames, timings)
+        fields = self._new_fields(len(frames))
+        if self._dense:
+            self._run_dense(prepared, fields, timings)
+        return self._results(prepared, fields, timings)
+
+    def sequences(self, frames: Sequence[np.ndarray], tasks: Sequence[str] | None = None) -> list[Results]:
+        """Only the sequence tasks ``tasks`` (default: every enabled one) of each frame, whatever
+        ``every_n_frames`` says: the caller decides which frames are due (dense fields stay None)."""
+        tasks = self._sequences if tasks is None else tuple(tasks)
+        unknown = [task for task in tasks if task not in self._sequences]
+        if unknown:
+            raise ValueError(f"sequence tasks {unknown} are not enabled; enabled: {list(self._sequences)}")
+        timings: dict[str, float] = {}
+        prepared = self._prepare(frames, timings)
+        fields = self._new_fields(len(frames))
+        self._run_sequences(prepared, tasks, fields, timings)
+        return self._results(prepared, fields, timings)
+
+    def _prepare(self, frames: Sequence[np.ndarray], timings: dict[str, float]) -> _Prepared:
+        with _timed(timings, "preprocess"):
+            return _Prepared(*preprocess(frames))
+
+    @staticmethod
+    def _new_fields(batch: int) -> list[dict[str, Any]]:
+        return [{"tokens": {}} for _ in range(batch)]
+
+    def _results(
+        self, prepared: _Prepared, fields: list[dict[str, Any]], timings: dict[str, float]
+    ) -> list[Results]:
         return [
             Results(
-                crop=crops[b],
-                grid_rgb=grids[b],
+                crop=crop,
+                grid_rgb=grid,
                 random_weights=self.random_weights,
                 timings=dict(timings),
-                **fields[b],
+                **frame_fields,
             )
-            for b in range(batch)
+            for crop, grid, frame_fields in zip(prepared.crops, prepared.grids, fields, strict=True)
         ]
+
+    def _run_dense(
+        self, prepared: _Prepared, fields: list[dict[str, Any]], timings: dict[str, float]
+    ) -> None:
+        """Encoder, one batched dense decoder pass, then the tokenizer decoders of every dense task."""
+
+        def put(name: str, values: Sequence[Any]) -> None:
+            for frame_fields, value in zip(fields, values, strict=True):
+                frame_fields[name] = value
+
+        rgb = prepared.rgb
+        context = None
+        if not self._sampled_dense:
+            with _timed(timings, "encoder"):
+                context = self.backend.run("encoder", rgb=rgb)["context"]
+        with _timed(timings, "dense_decoder"):
+            tokens = self._dense_tokens(rgb, context)
+        for task, grid in tokens.items():
+            for b, frame_fields in enumerate(fields):
+                frame_fields["tokens"][DENSE_TARGETS[task]] = grid[b]
+        for task in self._diffusion_tasks:
+            with _timed(timings, f"{task}_decoder"):
+                put(task, self._diffusion(task, tokens[task]))
+        if "segmentation" in self._dense:
+            with _timed(timings, "segmentation_decoder"):
+                labels = self.backend.run("segmentation_labels", tokens=tokens["segmentation"])["labels"]
+                put("labels", self.backend.to_numpy(labels).astype(np.uint8))
+
+    def _run_sequences(
+        self,
+        prepared: _Prepared,
+        tasks: Sequence[str],
+        fields: list[dict[str, Any]],
+        timings: dict[str, float],
+    ) -> None:
+        """Captions and human poses by autoregression with a KV cache."""
+        if not tasks:
+            return
+        batch = len(fields)
+        with _timed(timings, "sequence_encoder"):
+            context = self.backend.run("encoder", rgb=prepared.rgb)["context"]
+        with _timed(timings, "cross_kv"):
+            cross_kv = self.backend.run("cross_kv", context=context)["cross_kv"]
+        for task in tasks:
+            with _timed(timings, task):
+                ids = self._generate(task, cross_kv, batch).numpy()
+            for b, frame_fields in enumerate(fields):
+                frame_fields["tokens"][SEQUENCE_TARGETS[task]] = ids[b]
+            if task == "caption":
+                for frame_fields, row in zip(fields, ids, strict=True):
+                    frame_fields["caption"] = text.caption_from_ids(row)
+                continue
+            with _timed(timings, "pose_decoder"):
+                decoded = [
+                    skeleton.persons_from_sequence(row, self._pose_decoder, self._skeleton) for row in ids
+                ]
+            for frame_fields, people, crop in zip(fields, decoded, prepared.crops, strict=True):
+                frame_fields["persons"] = [PersonResult.from_decoded(p, crop) for p in people]
 
     def _dense_tokens(self, rgb: np.ndarray, context: Any) -> dict[str, np.ndarray]:
         """Token grids [B, 14, 14] per dense task: one batched argmax pass, or the sampled torch path."""

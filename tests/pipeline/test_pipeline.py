@@ -94,6 +94,34 @@ def test_sequences_run_every_n_frames_only(components):
     assert [caption is not None for caption in captions] == [True, False, False, True]
 
 
+def test_every_n_frames_counts_frames_not_batches(components):
+    config = PipelineConfig.from_dict(
+        {"tasks": {"caption": {"every_n_frames": 2}, "human_pose": {"every_n_frames": 3}}}
+    )
+    pipeline = Pipeline(config, components)
+    results = pipeline(_frames((64, 64), (64, 64), (64, 64))) + pipeline(_frames((64, 64), (64, 64)))
+    assert [r.caption is not None for r in results] == [True, False, True, False, True]
+    assert [r.persons is not None for r in results] == [True, False, False, True, False]
+    assert all(r.depth is not None for r in results)
+
+
+def test_the_lanes_compute_what_a_whole_call_computes(components):
+    config = PipelineConfig(random_weights=True)
+    frames = _frames((120, 160), (90, 90))
+    whole = Pipeline(config, components)(frames)
+    dense = Pipeline(config, components).dense(frames)
+    sequences = Pipeline(config, components).sequences(frames, ["caption"])
+    for full, d, s in zip(whole, dense, sequences, strict=True):
+        np.testing.assert_array_equal(d.depth, full.depth)
+        np.testing.assert_array_equal(d.labels, full.labels)
+        assert d.caption is None and d.persons is None
+        assert s.caption == full.caption and s.depth is None and s.persons is None
+    with pytest.raises(ValueError, match="not enabled"):
+        Pipeline(PipelineConfig.from_dict({"tasks": {"caption": {"enabled": False}}}), components).sequences(
+            frames, ["caption"]
+        )
+
+
 def test_disabled_tasks_leave_their_fields_empty(components):
     config = PipelineConfig.from_dict(
         {"tasks": {name: {"enabled": False} for name in ("normals", "segmentation", "human_pose", "caption")}}
