@@ -49,6 +49,7 @@ from fourm_ros.ros.conversion import (
     rgb_image,
 )
 from fourm_ros.ros.diagnostics import PipelineStats
+from fourm_ros.ros.inputs import AdaptiveSubscription, inputs_status
 from fourm_ros.ros.labels import labels_message
 from fourm_ros.ros.markers import caption_marker, root_poses, skeleton_markers
 from fourm_ros.ros.params import declare_and_read
@@ -110,6 +111,7 @@ class PerceptionNode(Node):
             else (Image, topics.IMAGE)
         )
         self._cameras: dict[str, _Camera] = {}
+        self._inputs: list[AdaptiveSubscription] = []
         for name in self.settings.cameras:
             publishers = {
                 out.topic: self.create_publisher(
@@ -121,11 +123,15 @@ class PerceptionNode(Node):
             }
             camera = _Camera(name, publishers)
             self._cameras[name] = camera
-            self.create_subscription(
-                input_type,
-                topics.camera_topic(name, input_name),
-                lambda msg, c=camera: self._on_image(c, msg),
-                input_qos,
+            self._inputs.append(
+                AdaptiveSubscription(
+                    self,
+                    input_type,
+                    topics.camera_topic(name, input_name),
+                    lambda msg, c=camera: self._on_image(c, msg),
+                    input_qos,
+                    auto_reliability=self.settings.qos.input.auto_reliability(),
+                )
             )
             self.create_subscription(
                 CameraInfo,
@@ -136,7 +142,8 @@ class PerceptionNode(Node):
             if "segmentation/labels" in publishers:
                 publishers["segmentation/labels"].publish(labels_message())
         cameras = [name or "(no prefix)" for name in self._cameras]
-        log.info(f"cameras {cameras}, input {input_name} [{describe_qos(input_qos)}]")
+        inputs = ", ".join(f"{sub.topic} [{sub.qos_description()}]" for sub in self._inputs)
+        log.info(f"cameras {cameras}, inputs {inputs}")
         log.info(f"outputs [{describe_qos(output_qos)}]: {', '.join(out.topic for out in outputs)}")
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.settings.diagnostics_period_s, self._publish_diagnostics)
@@ -161,9 +168,12 @@ class PerceptionNode(Node):
         camera.info = msg
 
     def _publish_diagnostics(self) -> None:
-        self._diagnostics.publish(
-            self.stats.to_diagnostic_array(self.get_clock().now().to_msg(), self.get_fully_qualified_name())
-        )
+        for subscription in self._inputs:
+            subscription.refresh()
+        name = self.get_fully_qualified_name()
+        array = self.stats.to_diagnostic_array(self.get_clock().now().to_msg(), name)
+        array.status.append(inputs_status(name, [subscription.report() for subscription in self._inputs]))
+        self._diagnostics.publish(array)
 
     # ------------------------------------------------------------------ worker thread
 
@@ -229,8 +239,7 @@ class PerceptionNode(Node):
         if result.caption is not None:
             out["caption"].publish(String(data=result.caption))
             out["caption/marker"].publish(caption_marker(result.caption, header))
-        if "grid/camera_info" in out:
-            self._publish_grid_info(camera, header, result)
+        self._publish_grid_info(camera, header, result)
         out[topics.PROCESSED].publish(header)
 
     def _publish_persons(self, out: dict[str, Publisher], header: Header, result: Results) -> None:
@@ -272,9 +281,13 @@ class PerceptionNode(Node):
         return False
 
     def _publish_grid_info(self, camera: _Camera, header: Header, result: Results) -> None:
+        """The grid's CameraInfo beside each dense image topic (image_transport's convention)."""
+        infos = [topic for topic in topics.GRID_CAMERA_INFOS if topic in camera.publishers]
         crop = result.crop
-        if self._camera_info_problem(camera, crop.input_width, crop.input_height) is None:
-            camera.publishers["grid/camera_info"].publish(camera_info_for_grid(camera.info, crop, header))
+        if infos and self._camera_info_problem(camera, crop.input_width, crop.input_height) is None:
+            info = camera_info_for_grid(camera.info, crop, header)
+            for topic in infos:
+                camera.publishers[topic].publish(info)
 
     def destroy_node(self) -> None:
         with self._condition:

@@ -15,7 +15,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 
 from fourm_ros.pipeline.config import NODE_SECTION, ConfigError, PipelineConfig, build, leaf_settings, setting
-from fourm_ros.ros.qos import DURABILITY, PRESETS, RELIABILITY, make_qos
+from fourm_ros.ros.qos import AUTO, DURABILITY, PRESETS, RELIABILITY, make_qos
 
 
 @dataclass(frozen=True)
@@ -23,18 +23,30 @@ class QosSettings:
     """Overrides of one QoS role; empty / 0 keep the role's default (see fourm_ros/ros/qos.py)."""
 
     preset: str = setting("", "start from a named profile", choices=("", *PRESETS))
-    reliability: str = setting("", "override reliability", choices=("", *RELIABILITY))
+    reliability: str = setting(
+        "",
+        "override reliability; auto (inputs only, and their default without a preset) follows the "
+        "publishers: best effort if any publisher is best effort, else reliable",
+        choices=("", AUTO, *RELIABILITY),
+    )
     depth: int = setting(0, "override keep-last depth; 0 = default", minimum=0, maximum=1000)
     durability: str = setting("", "override durability", choices=("", *DURABILITY))
 
     def profile(self, role: str):
+        """The role's profile; with ``auto`` reliability, its reliability is only the starting point."""
+        if self.reliability == AUTO and role != "input":
+            raise ValueError(f"reliability {AUTO!r} is for inputs only (it follows the publishers)")
         return make_qos(
             role,
             preset=self.preset,
-            reliability=self.reliability,
+            reliability="" if self.reliability == AUTO else self.reliability,
             depth=self.depth,
             durability=self.durability,
         )
+
+    def auto_reliability(self) -> bool:
+        """True when an input subscription should follow its publishers' reliability."""
+        return self.reliability == AUTO or (not self.reliability and not self.preset)
 
 
 @dataclass(frozen=True)

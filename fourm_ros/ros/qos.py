@@ -16,7 +16,7 @@ single policy can then be overridden. Empty strings and depth 0 mean "keep what 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from rclpy.qos import (
     DurabilityPolicy,
@@ -68,6 +68,8 @@ DURABILITY = {
     "transient_local": DurabilityPolicy.TRANSIENT_LOCAL,
     "system_default": DurabilityPolicy.SYSTEM_DEFAULT,
 }
+AUTO = "auto"
+"""Input reliability that follows the publishers (fourm_ros.ros.inputs), as rosbag2 does."""
 MAX_DEPTH = 1000
 
 
@@ -127,6 +129,23 @@ def make_qos(
         profile.history = HistoryPolicy.KEEP_LAST
         profile.depth = depth
     return profile
+
+
+def reliability_for_publishers(reliabilities: Iterable[ReliabilityPolicy]) -> ReliabilityPolicy:
+    """The reader reliability rosbag2 and ``ros2 topic echo`` choose: best effort if any publisher is best
+    effort (a reliable reader would not match it), else reliable (lost fragments of large frames are
+    retransmitted instead of losing the frame). No publishers: best effort, which matches any."""
+    chosen = list(reliabilities)
+    if not chosen or any(policy != ReliabilityPolicy.RELIABLE for policy in chosen):
+        return ReliabilityPolicy.BEST_EFFORT
+    return ReliabilityPolicy.RELIABLE
+
+
+def qos_with_reliability(profile: QoSProfile, reliability: ReliabilityPolicy) -> QoSProfile:
+    """A copy of ``profile`` with another reliability."""
+    copy = _copy(profile)
+    copy.reliability = reliability
+    return copy
 
 
 def describe_qos(profile: QoSProfile) -> str:

@@ -1,9 +1,11 @@
 """Topic names and message types of perception_node, in one place for the node, replay and the launch file.
 
 Names are relative, so a node namespace (``fourm`` in perception.launch.py) and per-camera prefixes
-apply. The output CameraInfo is published as ``grid/camera_info`` rather than ``camera_info``: the input
-``camera_info`` is usually remapped to the camera driver's topic, and a remap would otherwise apply to both
-and feed the node's output back into its input.
+apply. The CameraInfo of the 224×224 outputs is published beside each dense image topic
+(``depth/camera_info``, ``normals/camera_info``, ``segmentation/camera_info``), where image_transport,
+depth_image_proc and rviz2's Camera display look for it (the ``camera_info`` sibling of ``<dir>/image``),
+all with the image's header. None is named plain ``camera_info``: that is the node's input, usually
+remapped to the camera driver's topic.
 """
 
 from __future__ import annotations
@@ -37,10 +39,14 @@ OUTPUTS: tuple[Output, ...] = (
     Output("human_pose/poses", "geometry_msgs/msg/PoseArray", "human_pose"),
     Output("caption", "std_msgs/msg/String", "caption"),
     Output("caption/marker", "visualization_msgs/msg/Marker", "caption"),
-    Output("grid/camera_info", "sensor_msgs/msg/CameraInfo", None),
+    Output("depth/camera_info", "sensor_msgs/msg/CameraInfo", "depth"),
+    Output("normals/camera_info", "sensor_msgs/msg/CameraInfo", "normals"),
+    Output("segmentation/camera_info", "sensor_msgs/msg/CameraInfo", "segmentation"),
     Output(PROCESSED, "std_msgs/msg/Header", None),
 )
 DENSE_TASKS = ("depth", "normals", "segmentation")
+GRID_CAMERA_INFOS = tuple(f"{task}/camera_info" for task in DENSE_TASKS)
+"""The grid's CameraInfo topics, one beside each dense task's images."""
 
 
 def camera_topic(camera: str, name: str) -> str:

@@ -158,15 +158,18 @@ def test_every_output_carries_the_input_header_encoding_and_size(harness):
     assert '"unlabeled_id": 0' in labels.data
 
 
-def test_grid_camera_info_is_the_crop_and_resize_of_the_input_camera(harness):
+def test_camera_info_beside_each_dense_image_is_the_crop_and_resize_of_the_input_camera(harness):
     h = harness()
     header = Header(frame_id="camera_optical_frame")
     header.stamp.sec = 7
     info = pinhole_camera_info(640, 480, header)
     sent = h.send(_image(), 7 * 10**9, info=info)
-    h.wait_for(lambda: h.messages("grid/camera_info"))
-    (grid,) = h.messages("grid/camera_info")
+    beside = ("depth/camera_info", "normals/camera_info", "segmentation/camera_info")
+    h.wait_for(lambda: all(h.messages(topic) for topic in beside))
+    (grid,) = h.messages("depth/camera_info")
+    assert [h.messages(topic) for topic in beside[1:]] == [[grid], [grid]]
     assert grid.header == sent and (grid.width, grid.height) == (224, 224)
+    assert "grid/camera_info" not in {out.topic for out in topics.OUTPUTS}
     s = 224 / 480  # crop x 80..559, then 480 → 224
     fx, cx, cy = info.k[0], info.k[2], info.k[5]
     np.testing.assert_allclose(grid.k[0], fx * s)
@@ -244,7 +247,7 @@ def test_frames_without_camera_info_are_served_when_allowed(harness):
     h = harness({"ros.require_camera_info": False})
     served = h.send(_image(48, 64), 5 * 10**9, info=False)
     h.wait_for(lambda: h.processed(served) and h.messages("depth/relative"))
-    assert not h.messages("grid/camera_info")
+    assert not any(h.messages(f"{task}/camera_info") for task in topics.DENSE_TASKS)
 
 
 def test_several_cameras_publish_under_their_namespaces(harness):

@@ -57,7 +57,7 @@ def test_replay_records_one_output_per_input_frame_by_stamp(tmp_path, components
         ("/depth/relative", "sensor_msgs/msg/Image"),
         ("/normals", "sensor_msgs/msg/Image"),
         ("/segmentation", "sensor_msgs/msg/Image"),
-        ("/grid/camera_info", "sensor_msgs/msg/CameraInfo"),
+        ("/depth/camera_info", "sensor_msgs/msg/CameraInfo"),
         ("/human_pose/poses", "geometry_msgs/msg/PoseArray"),
         ("/processed", "std_msgs/msg/Header"),
     ]:
