@@ -248,22 +248,34 @@ def _replay(args: argparse.Namespace) -> int:
         node_factory = make_node_factory(values, args.namespace)
 
     shots = OutputPictures(args.pictures_limit, random_weights) if args.pictures else None
-    summary = replay(
-        args.input,
-        args.output,
-        rate=args.rate,
-        namespace=args.namespace,
-        image_topic=args.image_topic,
-        frame_timeout_s=args.frame_timeout,
-        storage=args.storage,
-        node_factory=node_factory,
-        keep=shots.add_output if shots else (lambda topic, data, kind: None),
-        on_input=shots.add_input if shots else (lambda msg: None),
-        progress=not args.quiet,
-    )
+    try:
+        summary = replay(
+            args.input,
+            args.output,
+            rate=args.rate,
+            namespace=args.namespace,
+            image_topic=args.image_topic,
+            node_inputs=args.node_inputs,
+            record_inputs=args.record_inputs,
+            frame_timeout_s=args.frame_timeout,
+            storage=args.storage,
+            node_factory=node_factory,
+            keep=shots.add_output if shots else (lambda topic, data, kind: None),
+            on_input=shots.add_input if shots else (lambda msg: None),
+            progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        kept = "kept with what was recorded" if args.output.exists() else "not written (nothing recorded)"
+        print(f"replay interrupted; output bag {args.output} {kept}", file=sys.stderr)
+        return 130
     print(
-        f"sent {summary.frames_sent} frames, {summary.frames_processed} processed, in {summary.seconds:.1f} s"
+        f"sent {summary.frames_sent} frames, {summary.frames_processed} processed, "
+        f"{len(summary.skipped)} skipped by the node, in {summary.seconds:.1f} s"
     )
+    for stamp, reason in summary.skipped:
+        print(f"  skipped the frame stamped {stamp:.3f} s: {reason}")
+    if summary.unanswered:
+        print(f"  {summary.unanswered} frames got no answer within --frame-timeout {args.frame_timeout:g} s")
     for topic, count in sorted(summary.recorded.items()):
         print(f"  {topic:32} {count} messages")
     print(f"output bag: {args.output}")
@@ -347,7 +359,22 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument(
         "--rate", type=float, help="factor of the recorded rate (default: lock-step, no drops)"
     )
-    replay.add_argument("--namespace", default="", help="perception_node's namespace (default: none)")
+    replay.add_argument(
+        "--namespace",
+        default="",
+        help="perception_node's namespace, where its outputs are (the launch file's: /fourm; default: none)",
+    )
+    replay.add_argument(
+        "--node-inputs",
+        action="store_true",
+        help="publish on the node's own input names (<namespace>/image, <namespace>/camera_info) instead of "
+        "the bag's topics, for a node started without remapping",
+    )
+    replay.add_argument(
+        "--record-inputs",
+        action="store_true",
+        help="also record the played images and camera_info, so one bag shows input and outputs",
+    )
     replay.add_argument("--image-topic", help="the bag's image topic if it has several")
     replay.add_argument("--run-node", action="store_true", help="run perception_node in this process")
     replay.add_argument("--pictures", type=Path, help="also write a contact sheet per frame into this folder")

@@ -70,6 +70,7 @@ class BagWriter:
             self._error = error
         finally:
             writer.close()
+            _set_ros_distro(self.path / "metadata.yaml", ros_distro())
 
     def write(self, topic: str, msgtype: str, data: bytes, timestamp_ns: int) -> None:
         self._queue.put((topic, msgtype, bytes(data), timestamp_ns))
@@ -88,6 +89,32 @@ class BagWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+RCLPY_MAJOR_TO_DISTRO = {3: "humble", 4: "iron", 7: "jazzy", 9: "kilted"}
+"""rclpy's major version per ROS 2 distribution, for the PyPI wheels (they set no ROS_DISTRO)."""
+
+
+def ros_distro() -> str:
+    """The ROS 2 distribution in use: ROS_DISTRO (set by every setup.bash), else rclpy's version's."""
+    if os.environ.get("ROS_DISTRO"):
+        return os.environ["ROS_DISTRO"]
+    from importlib.metadata import PackageNotFoundError, version
+
+    for distribution in ("rclpy", "ros-rclpy"):
+        try:
+            major = int(version(distribution).split(".")[0])
+        except (PackageNotFoundError, ValueError):
+            continue
+        return RCLPY_MAJOR_TO_DISTRO.get(major, "unknown")
+    return "unknown"
+
+
+def _set_ros_distro(metadata: Path, distro: str) -> None:
+    """rosbags writes ``ros_distro: rosbags``; rosbag2 writes the distribution that recorded the bag."""
+    if metadata.exists():
+        text = metadata.read_text()
+        metadata.write_text(text.replace("ros_distro: rosbags", f"ros_distro: {distro}", 1))
 
 
 def message_type_name(message: object) -> str:

@@ -1,17 +1,28 @@
 """Replaying a camera bag through the node gives an output bag that matches the input frames one to one."""
 
+import signal
+import subprocess
+import sys
+import threading
+import time
+
 import cv2
 import numpy as np
 import pytest
+import rclpy
+import yaml
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 from rclpy.serialization import deserialize_message
 from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from support import banner_share, tiny_components
 
 from fourm_ros import cli
 from fourm_ros.pipeline.pipeline import Pipeline
-from fourm_ros.ros.bag import write_camera_bag
+from fourm_ros.ros.bag import ros_distro, write_camera_bag
 from fourm_ros.ros.node import MESSAGE_TYPES, PerceptionNode
 from fourm_ros.ros.replay import ReplayError, replay
 
@@ -69,10 +80,11 @@ def test_replay_records_one_output_per_input_frame_by_stamp(tmp_path, components
     assert counts["/segmentation/labels"] == 1
 
 
-def test_replay_needs_a_listening_node(tmp_path):
+def test_replay_needs_a_listening_node_and_leaves_no_empty_bag(tmp_path):
     source = write_camera_bag(tmp_path / "in", _frames()[:1])
-    with pytest.raises(ReplayError, match="no node subscribes to /image"):
+    with pytest.raises(ReplayError, match="no node subscribes to /camera/image_raw"):
         replay(source, tmp_path / "out", connect_timeout_s=0.5)
+    assert not (tmp_path / "out").exists()
 
 
 def test_replay_needs_a_camera_topic(tmp_path):
@@ -113,3 +125,136 @@ def test_cli_replay_runs_the_node_and_draws_pictures(tmp_path, components, monke
     ]
     sheet = cv2.imread(str(tmp_path / "png" / "frame_000.png"))[..., ::-1]
     assert banner_share(sheet) > 0.05
+
+
+class _LaunchedNode:
+    """perception_node as perception.launch.py starts it: namespace fourm, inputs remapped to /camera/*,
+    in its own context and executor (a separate process would behave the same)."""
+
+    def __init__(self, node_factory):
+        self.context = rclpy.Context()
+        rclpy.init(
+            args=["--ros-args", "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"],
+            context=self.context,
+        )
+        self.node = node_factory(self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def close(self):
+        self.executor.shutdown()
+        self.thread.join()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def test_readme_recipe_replays_the_bag_topics_into_a_launched_node(tmp_path, components):
+    """`fourm-ros replay my_bag -o out --namespace /fourm --record-inputs` next to a default launch."""
+    parameters = [Parameter(name, value=value) for name, value in FAST.items()]
+    launched = _LaunchedNode(
+        lambda context: PerceptionNode(
+            lambda config: Pipeline(config, components),
+            context=context,
+            namespace="fourm",
+            parameter_overrides=parameters,
+        )
+    )
+    try:
+        source = write_camera_bag(tmp_path / "in", _frames())
+        summary = replay(source, tmp_path / "out", namespace="/fourm", record_inputs=True)
+    finally:
+        launched.close()
+    assert summary.frames_sent == summary.frames_processed == 3 and not summary.skipped
+    with Reader(source) as reader:
+        sent = sorted(t for _, t, _ in reader.messages([c for c in reader.connections if "image" in c.topic]))
+    with Reader(tmp_path / "out") as reader:
+        times = {c.topic: [] for c in reader.connections}
+        for connection, timestamp, data in reader.messages():
+            message = deserialize_message(data, MESSAGE_TYPES[connection.msgtype])
+            header = message if isinstance(message, Header) else getattr(message, "header", None)
+            if header is not None:  # message time = the header stamp of the frame it came from
+                assert timestamp == header.stamp.sec * 10**9 + header.stamp.nanosec, connection.topic
+            times[connection.topic].append(timestamp)
+    for topic in ("/camera/image_raw", "/camera/camera_info", "/fourm/depth/relative", "/fourm/processed"):
+        assert sorted(times[topic]) == sent, topic
+    for topic in (
+        "/fourm/depth/camera_info",
+        "/fourm/normals/camera_info",
+        "/fourm/segmentation/camera_info",
+    ):
+        assert sorted(times[topic]) == sent, topic
+    assert "grid/camera_info" not in " ".join(times)
+    metadata = yaml.safe_load((tmp_path / "out" / "metadata.yaml").read_text())
+    assert metadata["rosbag2_bagfile_information"]["ros_distro"] == ros_distro() != "rosbags"
+
+
+class _RejectingNode:
+    """A stand-in for perception_node that keeps the frame_outcome contract: one DiagnosticArray per input
+    frame with its header; the frames in ``rejected`` (by stamp second) are skipped, the rest processed."""
+
+    def __init__(self, context, rejected):
+        self.node = rclpy.create_node("rejecting_node", context=context)
+        self.rejected = rejected
+        self.outcome = self.node.create_publisher(DiagnosticArray, "frame_outcome", 10)
+        self.processed = self.node.create_publisher(Header, "processed", 10)
+        self.node.create_subscription(Image, "/camera/image_raw", self._on_image, 10)
+
+    def _on_image(self, msg):
+        skipped = msg.header.stamp.sec in self.rejected
+        status = DiagnosticStatus(
+            name="",
+            level=DiagnosticStatus.WARN if skipped else DiagnosticStatus.OK,
+            message="bad encoding 'rgb9'" if skipped else "processed",
+        )
+        self.outcome.publish(DiagnosticArray(header=msg.header, status=[status]))
+        if not skipped:
+            self.processed.publish(msg.header)
+
+
+def test_lock_step_goes_past_frames_the_node_skips_and_reports_them(tmp_path):
+    source = write_camera_bag(tmp_path / "in", _frames(), rate_hz=1.0, start_ns=10 * 10**9)
+    start = time.monotonic()
+    summary = replay(
+        source,
+        tmp_path / "out",
+        frame_timeout_s=60.0,
+        node_factory=lambda context: _RejectingNode(context, rejected={11}).node,
+    )
+    assert time.monotonic() - start < 30  # not a frame timeout: the skip answered the frame
+    assert summary.frames_sent == 3 and summary.frames_processed == 2 and summary.unanswered == 0
+    assert summary.skipped == [(11.0, "bad encoding 'rgb9'")]
+    assert summary.recorded["/frame_outcome"] == 3
+
+
+def test_rate_mode_records_the_last_frames_outputs(tmp_path, components):
+    source = write_camera_bag(tmp_path / "in", _frames(), rate_hz=20.0)
+    summary = replay(source, tmp_path / "out", rate=1.0, node_factory=_node_factory(components))
+    assert summary.unanswered == 0
+    last = max(
+        _stamps(tmp_path / "in", "/camera/image_raw", "sensor_msgs/msg/Image"),
+        key=lambda s: (s.sec, s.nanosec),
+    )
+    assert last in _stamps(tmp_path / "out", "/processed", "std_msgs/msg/Header")
+    assert last in _stamps(tmp_path / "out", "/depth/relative", "sensor_msgs/msg/Image")
+
+
+def test_ctrl_c_ends_replay_without_a_traceback_or_an_empty_bag(tmp_path):
+    source = write_camera_bag(tmp_path / "in", _frames()[:1])
+    command = "import sys; from fourm_ros import cli; sys.exit(cli.main(sys.argv[1:]))"
+    process = subprocess.Popen(
+        [sys.executable, "-c", command, "--quiet", "replay", str(source), "-o", str(tmp_path / "out")],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "out").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)  # the output bag is opened, then replay waits (30 s) for a node to subscribe
+    time.sleep(0.5)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "terminate called" not in stderr
+    assert "replay interrupted" in stderr
+    assert not (tmp_path / "out").exists()
