@@ -4,10 +4,18 @@ import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from xml.etree import ElementTree
 
+import pytest
 import yaml
 
 from fourm_ros.ros import topics
+from fourm_ros.ros.launch_support import (
+    fastdds_environment,
+    input_qos_overrides,
+    rviz_config,
+    write_rviz_config,
+)
 
 CONFIG = Path(__file__).resolve().parents[1] / "config"
 
@@ -48,6 +56,7 @@ def test_the_package_installs_launch_config_and_entry_points(tmp_path):
         "fourm_ros/launch/perception.launch.py",
         "fourm_ros/config/perception.yaml",
         "fourm_ros/config/perception.rviz",
+        "fourm_ros/config/fastdds_large_frames.xml",
         "ament_index/resource_index/packages/fourm_ros",
     ):
         assert share + path in names, path
@@ -57,3 +66,74 @@ def test_the_package_installs_launch_config_and_entry_points(tmp_path):
     entry_points = zipfile.ZipFile(wheel).read("fourm_ros-0.1.0.dist-info/entry_points.txt").decode()
     assert "perception_node = fourm_ros.ros.node:main" in entry_points
     assert "fourm-ros = fourm_ros.cli:main" in entry_points
+
+
+def _shown(config):
+    displays = config["Visualization Manager"]["Displays"]
+    return {d["Topic"]["Value"]: d["Name"] for d in displays if "Topic" in d}
+
+
+def test_rviz_follows_the_namespace_cameras_and_image_topic(tmp_path):
+    template = yaml.safe_load((CONFIG / "perception.rviz").read_text())
+    single = rviz_config(
+        template, namespace="robot", image_topics={"": "/zed/left/image_rect_color"}, fixed_frame="zed_left"
+    )
+    shown = _shown(single)
+    assert "/zed/left/image_rect_color" in shown and "/camera/image_raw" not in shown
+    assert {"/robot/depth/relative", "/robot/normals/color", "/robot/caption/marker"} <= set(shown)
+    assert not any(topic.startswith("/fourm") for topic in shown)
+    assert single["Visualization Manager"]["Global Options"]["Fixed Frame"] == "zed_left"
+
+    rig = rviz_config(
+        template,
+        namespace="/fourm",
+        image_topics={"front": "/front/image_raw", "left": "/left/image_raw"},
+        fixed_frame="camera_optical_frame",
+    )
+    shown = _shown(rig)
+    published = {f"/fourm/{camera}/{out.topic}" for camera in ("front", "left") for out in topics.OUTPUTS}
+    assert set(shown) - published == {"/front/image_raw", "/left/image_raw"}
+    assert shown["/fourm/left/depth/relative"] == "Relative depth [left]"
+    path = write_rviz_config(rig, tmp_path)
+    assert yaml.safe_load(path.read_text()) == rig
+    assert write_rviz_config(rig, tmp_path) == path  # same layout, same file
+
+
+def test_input_qos_launch_argument():
+    assert input_qos_overrides("auto") == {"ros.qos.input.reliability": "auto", "ros.qos.input.preset": ""}
+    assert input_qos_overrides("reliable")["ros.qos.input.reliability"] == "reliable"
+    assert input_qos_overrides("sensor_data") == {
+        "ros.qos.input.preset": "SENSOR_DATA",
+        "ros.qos.input.reliability": "",
+    }
+    with pytest.raises(ValueError, match="input_qos:=fast"):
+        input_qos_overrides("fast")
+
+
+def test_the_node_gets_the_large_frame_profile_unless_the_user_chose_one():
+    profile = str(CONFIG / "fastdds_large_frames.xml")
+    jazzy, humble = ({"ROS_DISTRO": distro} for distro in ("jazzy", "humble"))
+    assert fastdds_environment("", CONFIG, jazzy) == {"FASTDDS_DEFAULT_PROFILES_FILE": profile}
+    assert fastdds_environment("", CONFIG, humble) == {"FASTRTPS_DEFAULT_PROFILES_FILE": profile}
+    assert fastdds_environment("", CONFIG, {"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}) == {}
+    assert fastdds_environment("none", CONFIG, {}) == {}
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        fastdds_environment("/nowhere.xml", CONFIG, {})
+
+
+def test_the_large_frame_profile_gives_shared_memory_room_for_full_hd_frames():
+    root = ElementTree.parse(CONFIG / "fastdds_large_frames.xml").getroot()
+    namespace = {"dds": root.tag.split("}")[0].strip("{")}
+    descriptors = root.iterfind(".//dds:transport_descriptor", namespace)
+    (shm,) = [d for d in descriptors if d.findtext("dds:type", "", namespace) == "SHM"]
+    assert int(shm.findtext("dds:segment_size", "0", namespace)) >= 4 * 1920 * 1080 * 3
+    participant = root.find("dds:participant", namespace)
+    assert participant.get("is_default_profile") == "true"
+    used = [t.text for t in participant.iterfind(".//dds:userTransports/dds:transport_id", namespace)]
+    assert shm.findtext("dds:transport_id", "", namespace) in used and len(used) == 2  # SHM + UDPv4
+
+
+def test_colcon_installs_the_executables_where_ros2_launch_looks():
+    """ros2 launch runs <prefix>/lib/fourm_ros/perception_node: setup.cfg sends console scripts there."""
+    setup_cfg = (CONFIG.parent / "setup.cfg").read_text()
+    assert "[install]\ninstall_scripts=$base/lib/fourm_ros" in setup_cfg

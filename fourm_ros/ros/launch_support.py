@@ -38,7 +38,8 @@ def input_qos_overrides(text: str) -> dict[str, str]:
 
 
 def fastdds_environment(value: str, config_dir: Path, environ: dict[str, str]) -> dict[str, str]:
-    """The profile-file variables to add for the node: none if the environment names a profile already."""
+    """The profile-file variable to add for the node: none if the environment names a profile already."""
+    distro = environ.get("ROS_DISTRO", "")
     if (
         value.lower() == "none"
         or environ.get("FASTDDS_DEFAULT_PROFILES_FILE")
@@ -48,8 +49,9 @@ def fastdds_environment(value: str, config_dir: Path, environ: dict[str, str]) -
     profile = value or str(config_dir / FASTDDS_PROFILE)
     if not Path(profile).is_file():
         raise FileNotFoundError(f"fastdds_profile:={profile}: no such file")
-    # Fast DDS 2.x (Humble) reads the FASTRTPS_ name, 3.x (Jazzy and newer) the FASTDDS_ one.
-    return {"FASTDDS_DEFAULT_PROFILES_FILE": profile, "FASTRTPS_DEFAULT_PROFILES_FILE": profile}
+    # Humble's Fast DDS 2.6 reads the FASTRTPS_ name; newer ones read FASTDDS_ and warn about the old name.
+    name = "FASTRTPS_DEFAULT_PROFILES_FILE" if distro == "humble" else "FASTDDS_DEFAULT_PROFILES_FILE"
+    return {name: profile}
 
 
 def _join(*parts: str) -> str:

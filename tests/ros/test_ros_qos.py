@@ -10,7 +10,8 @@ from rclpy.qos import (
     qos_profile_system_default,
 )
 
-from fourm_ros.ros.qos import ROLE_DEFAULTS, describe_qos, make_qos
+from fourm_ros.ros.params import QosSettings
+from fourm_ros.ros.qos import ROLE_DEFAULTS, describe_qos, make_qos, reliability_for_publishers
 
 
 def _policies(profile: QoSProfile):
@@ -96,3 +97,28 @@ def test_describe_for_logs():
     assert describe_qos(make_qos("input")) == "best_effort, keep_last(1), volatile"
     assert describe_qos(make_qos("latched")) == "reliable, keep_last(1), transient_local"
     assert describe_qos(qos_profile_system_default) == "system_default, system_default, system_default"
+
+
+@pytest.mark.parametrize(
+    ("publishers", "chosen"),
+    [
+        ([], ReliabilityPolicy.BEST_EFFORT),
+        ([ReliabilityPolicy.RELIABLE], ReliabilityPolicy.RELIABLE),
+        ([ReliabilityPolicy.RELIABLE, ReliabilityPolicy.RELIABLE], ReliabilityPolicy.RELIABLE),
+        ([ReliabilityPolicy.RELIABLE, ReliabilityPolicy.BEST_EFFORT], ReliabilityPolicy.BEST_EFFORT),
+        ([ReliabilityPolicy.BEST_EFFORT], ReliabilityPolicy.BEST_EFFORT),
+    ],
+)
+def test_auto_reliability_follows_the_publishers_as_rosbag2_does(publishers, chosen):
+    """Reliable only when every publisher is (repairs lost fragments); best effort matches everyone."""
+    assert reliability_for_publishers(publishers) == chosen
+
+
+def test_auto_is_the_input_default_and_for_inputs_only():
+    assert QosSettings().auto_reliability()
+    assert QosSettings(reliability="auto", preset="SENSOR_DATA").auto_reliability()
+    assert not QosSettings(preset="SENSOR_DATA").auto_reliability()
+    assert not QosSettings(reliability="best_effort").auto_reliability()
+    assert QosSettings(reliability="auto").profile("input").reliability == ReliabilityPolicy.BEST_EFFORT
+    with pytest.raises(ValueError, match="inputs only"):
+        QosSettings(reliability="auto").profile("output")
