@@ -82,3 +82,22 @@ def test_unknown_task_is_refused(launch_module):
     arguments = {name: default for name, (default, _) in launch_module.ARGUMENTS.items()}
     with pytest.raises(ValueError, match="unknown tasks"):
         launch_module.node_settings({**arguments, "tasks": "depth,teleport"})
+
+
+def test_input_qos_argument_becomes_input_qos_parameters(launch_module):
+    arguments = {name: default for name, (default, _) in launch_module.ARGUMENTS.items()}
+    overrides, _ = launch_module.node_settings({**arguments, "input_qos": "reliable"})
+    assert overrides["ros.qos.input.reliability"] == "reliable" and overrides["ros.qos.input.preset"] == ""
+    overrides, _ = launch_module.node_settings(arguments)
+    assert "ros.qos.input.reliability" not in overrides  # the parameters file's (auto)
+
+
+def test_rviz_without_rviz2_stops_before_starting_the_node(launch_module, monkeypatch):
+    import ament_index_python.packages
+
+    def missing(name):
+        raise ament_index_python.packages.PackageNotFoundError(name)
+
+    monkeypatch.setattr(launch_module, "get_package_prefix", missing)
+    with pytest.raises(RuntimeError, match="rviz2 is not installed"):
+        _node(launch_module, rviz="true")
