@@ -280,3 +280,27 @@ def test_invalid_parameter_stops_the_node_with_its_name(components):
             )
     finally:
         rclpy.shutdown(context=context)
+
+
+def test_input_reliability_follows_the_camera_and_is_reported(harness):
+    """The probe's camera publishes reliable: the node's input switches to reliable and says so."""
+    h = harness()
+    served = h.send(_image(48, 64), 3 * 10**9, info=(64, 48))
+    h.wait_for(lambda: h.processed(served))
+
+    def inputs_status():
+        for diagnostics in h.messages("/diagnostics"):
+            for status in diagnostics.status:
+                if status.name.endswith("perception_node: inputs"):
+                    yield status
+
+    h.wait_for(lambda: any(_value_of(s, "/image qos", "").startswith("reliable,") for s in inputs_status()))
+    status = [s for s in inputs_status() if _value_of(s, "/image qos", "").startswith("reliable,")][-1]
+    assert _value_of(status, "/image publishers") == "1" and _value_of(status, "/image matched") == "1"
+    assert _value_of(status, "/image silent publishers") == "0" and status.level == DiagnosticStatus.OK
+    later = h.send(_image(48, 64), 4 * 10**9, info=(64, 48))  # through the reliable subscription
+    h.wait_for(lambda: h.processed(later))
+
+
+def _value_of(status, key, default=None):
+    return next((item.value for item in status.values if item.key == key), default)
