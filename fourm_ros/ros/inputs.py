@@ -6,7 +6,8 @@ is best effort, else reliable. A reliable reader of a reliable camera driver get
 by retransmission (Fast DDS sends a sample that does not fit its shared-memory segment as UDP fragments,
 and a best-effort reader loses the frame with any fragment); a best-effort reader still matches every
 publisher. Until a publisher appears the subscription is best effort; the choice is looked at again
-whenever the set of publishers changes, and the subscription is re-created if it must change. The old one
+whenever the set of publishers changes (perception_node looks every diagnostics period, 1 s by default),
+and the subscription is re-created if it must change. The old one
 stays until the new one has matched the publishers, so no frame is lost in the switch; a frame that both
 deliver meanwhile is passed on once.
 
