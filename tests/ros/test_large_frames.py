@@ -13,7 +13,7 @@ import pytest
 pytestmark = pytest.mark.ros
 PEER = Path(__file__).with_name("large_frames_peer.py")
 PROFILE = Path(__file__).resolve().parents[2] / "config" / "fastdds_large_frames.xml"
-SECONDS = 2.0
+SECONDS = 1.2
 
 
 def _environment(profile: bool) -> dict[str, str]:

@@ -27,6 +27,8 @@ def launch_module(monkeypatch, tmp_path):
     monkeypatch.setattr(
         ament_index_python.packages, "get_package_share_directory", lambda name: str(tmp_path)
     )
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config" / "fastdds_large_frames.xml").write_text("<profiles/>")
     spec = importlib.util.spec_from_file_location("perception_launch", LAUNCH_FILE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
