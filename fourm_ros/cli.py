@@ -236,6 +236,15 @@ def _sample_bag(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
+    try:
+        return _run_replay(args)
+    except KeyboardInterrupt:  # also while the modules load, before replay() could catch it
+        kept = "kept with what was recorded" if args.output.exists() else "not written (nothing recorded)"
+        print(f"replay interrupted; output bag {args.output} {kept}", file=sys.stderr)
+        return 130
+
+
+def _run_replay(args: argparse.Namespace) -> int:
     from fourm_ros.ros.node import node_factory as make_node_factory
     from fourm_ros.ros.pictures import OutputPictures
     from fourm_ros.ros.replay import replay
@@ -248,26 +257,21 @@ def _replay(args: argparse.Namespace) -> int:
         node_factory = make_node_factory(values, args.namespace)
 
     shots = OutputPictures(args.pictures_limit, random_weights) if args.pictures else None
-    try:
-        summary = replay(
-            args.input,
-            args.output,
-            rate=args.rate,
-            namespace=args.namespace,
-            image_topic=args.image_topic,
-            node_inputs=args.node_inputs,
-            record_inputs=args.record_inputs,
-            frame_timeout_s=args.frame_timeout,
-            storage=args.storage,
-            node_factory=node_factory,
-            keep=shots.add_output if shots else (lambda topic, data, kind: None),
-            on_input=shots.add_input if shots else (lambda msg: None),
-            progress=not args.quiet,
-        )
-    except KeyboardInterrupt:
-        kept = "kept with what was recorded" if args.output.exists() else "not written (nothing recorded)"
-        print(f"replay interrupted; output bag {args.output} {kept}", file=sys.stderr)
-        return 130
+    summary = replay(
+        args.input,
+        args.output,
+        rate=args.rate,
+        namespace=args.namespace,
+        image_topic=args.image_topic,
+        node_inputs=args.node_inputs,
+        record_inputs=args.record_inputs,
+        frame_timeout_s=args.frame_timeout,
+        storage=args.storage,
+        node_factory=node_factory,
+        keep=shots.add_output if shots else (lambda topic, data, kind: None),
+        on_input=shots.add_input if shots else (lambda msg: None),
+        progress=not args.quiet,
+    )
     print(
         f"sent {summary.frames_sent} frames, {summary.frames_processed} processed, "
         f"{len(summary.skipped)} skipped by the node, in {summary.seconds:.1f} s"
