@@ -1,6 +1,7 @@
 """Human-pose tokenizer decoder: official key layout, strict decoder-only loading, golden output vs ml-4m."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,8 @@ from fourm_ros.tokenizers.loading import official_config
 
 DATA = Path(__file__).parent / "data" / "pose"
 OFFICIAL_CONFIG = official_config("human_pose")
-# The configuration of the golden fixture pose_decoder_tiny.npz (computed by ml-4m's VQVAE.decode_tokens).
+# The configuration of the golden fixture pose_decoder_tiny.npz (ml-4m's VQVAE.decode_tokens, computed by
+# tests/golden/make_pose_golden.py, which records the ml-4m commit and library versions in the file).
 TINY_CONFIG = dict(
     OFFICIAL_CONFIG,
     codebook_size=16,
@@ -79,15 +81,25 @@ def test_full_size_module_and_encoder_half_equal_the_official_keys():
     assert ours | encoder_half == {key: (shape, kind) for key, shape, kind in official}
 
 
+GOLDEN_ATOL = 1e-5  # max abs difference of rotation entries, float32 (as README.md states); measured 1.9e-6
+
+
 def test_tiny_decoder_matches_reference_golden(tiny_checkpoint):
     golden = np.load(DATA / "pose_decoder_tiny.npz")
     decoder = PoseDecoder.from_pretrained(tiny_checkpoint)
     rotations = decoder.decode(torch.from_numpy(golden["codes"]))
     assert rotations.shape == (5, 23, 3, 3) and rotations.dtype == torch.float32
-    np.testing.assert_allclose(rotations.numpy(), golden["rotations"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(rotations.numpy(), golden["rotations"], atol=GOLDEN_ATOL, rtol=0)
     # one row at a time gives the same result as the batch
     single = decoder.decode(torch.from_numpy(golden["codes"][2:3]))
-    np.testing.assert_allclose(single.numpy()[0], golden["rotations"][2], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(single.numpy()[0], golden["rotations"][2], atol=GOLDEN_ATOL, rtol=0)
+
+
+def test_golden_file_records_how_it_was_made():
+    golden = np.load(DATA / "pose_decoder_tiny.npz")
+    assert re.fullmatch(r"[0-9a-f]{40}", str(golden["meta/reference_commit"]))
+    assert str(golden["meta/command"]).startswith("python tests/golden/make_pose_golden.py --ml4m ")
+    assert {"python", "torch", "numpy"} <= set(json.loads(str(golden["meta/versions"])))
 
 
 def test_loads_in_lower_precision_and_stays_close(tiny_checkpoint):
@@ -123,7 +135,7 @@ def test_decoder_only_checkpoint_loads(tmp_path):
     decoder = PoseDecoder.from_pretrained(write_checkpoint(tmp_path / "dec", TINY_CONFIG, tensors))
     golden = np.load(DATA / "pose_decoder_tiny.npz")
     np.testing.assert_allclose(
-        decoder.decode(torch.from_numpy(golden["codes"])).numpy(), golden["rotations"], atol=1e-5
+        decoder.decode(torch.from_numpy(golden["codes"])).numpy(), golden["rotations"], atol=GOLDEN_ATOL
     )
 
 
