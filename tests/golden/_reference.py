@@ -115,7 +115,8 @@ def provenance(reference_commit: str) -> dict[str, np.ndarray]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = "absent"
     fourm_ros = _git(REPO_ROOT, "rev-parse", "HEAD")
-    if _git(REPO_ROOT, "status", "--porcelain", "--untracked-files=no"):
+    # Golden files written by an earlier script of the same run do not count as changes.
+    if _git(REPO_ROOT, "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)*.npz"):
         fourm_ros += " (with uncommitted changes)"
     record = {
         "reference_repo": "https://github.com/apple/ml-4m",
