@@ -3,7 +3,7 @@
     fourm-ros infer IMAGES|DIR|VIDEO -o OUT    pictures + raw dumps per frame
     fourm-ros download                         fetch the weights a job needs into the hub cache
     fourm-ros bench                            per-stage latency, frames/s, memory, FLOP/s on this machine
-    fourm-ros sample-bag OUT                   a camera rosbag2 of the bundled sample photographs
+    fourm-ros sample-bag OUT [--rgbd]          a camera rosbag2 of the bundled sample photographs (or RGB-D)
     fourm-ros replay IN_BAG -o OUT_BAG         play a bag through perception_node, record its outputs
     fourm-ros export | build-engines | check-fp16   ONNX export, TensorRT engines, fp16-vs-fp32 check
 
@@ -223,6 +223,8 @@ def _check_fp16(args: argparse.Namespace) -> int:
 
 
 def _sample_bag(args: argparse.Namespace) -> int:
+    if args.rgbd:
+        return _sample_rgbd_bag(args)
     from fourm_ros import sample
     from fourm_ros.ros.bag import write_camera_bag
 
@@ -232,6 +234,29 @@ def _sample_bag(args: argparse.Namespace) -> int:
     )
     topic = "/camera/image_raw" + ("/compressed" if args.compressed else "")
     print(f"wrote {len(frames)} frames on {topic} and /camera/camera_info to {path}")
+    return 0
+
+
+def _sample_rgbd_bag(args: argparse.Namespace) -> int:
+    from fourm_ros import sample_rgbd
+    from fourm_ros.ros.bag import write_rgbd_bag
+
+    if args.compressed:
+        raise UserError("--rgbd writes raw images (16UC1 depth has no JPEG form); drop --compressed")
+    if args.frames < 1:
+        raise UserError(f"--frames must be at least 1, got {args.frames}")
+    frames = [sample_rgbd.render(index) for index in range(args.frames)]
+    path = write_rgbd_bag(
+        args.output,
+        [(frame.rgb, frame.sensor_mm) for frame in frames],
+        sample_rgbd.K,
+        rate_hz=args.rate,
+        storage=args.storage,
+    )
+    print(
+        f"wrote {len(frames)} synthetic RGB-D frames on /camera/image_raw, /camera/camera_info, "
+        f"/camera/depth/image_raw (16UC1, registered) and /camera/depth/camera_info to {path}"
+    )
     return 0
 
 
@@ -351,6 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
     sample_bag.add_argument(
         "--rate", type=float, default=2.0, help="frames per second in the bag (default 2)"
     )
+    sample_bag.add_argument(
+        "--rgbd",
+        action="store_true",
+        help="a synthetic RGB-D scene (planes and boxes, depth with holes) with registered 16UC1 depth",
+    )
+    sample_bag.add_argument("--frames", type=int, default=8, help="frames of the --rgbd scene (default 8)")
     sample_bag.set_defaults(run=_sample_bag)
 
     replay = commands.add_parser(

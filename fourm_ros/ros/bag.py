@@ -148,6 +148,32 @@ def rgb_message(rgb: np.ndarray, header: Header) -> Image:
     )
 
 
+def depth_message(depth_mm: np.ndarray, header: Header) -> Image:
+    """A 16UC1 depth image in millimetres (0 = no return), as RGB-D drivers publish it (REP 118)."""
+    if depth_mm.dtype != np.uint16 or depth_mm.ndim != 2:
+        raise ValueError(f"depth must be H×W uint16 millimetres, got {depth_mm.dtype} {depth_mm.shape}")
+    height, width = depth_mm.shape
+    return Image(
+        header=header,
+        height=height,
+        width=width,
+        encoding="16UC1",
+        is_bigendian=0,
+        step=width * 2,
+        data=np.ascontiguousarray(depth_mm, dtype="<u2").tobytes(),
+    )
+
+
+def matrix_camera_info(k: np.ndarray, width: int, height: int, header: Header) -> CameraInfo:
+    """A distortion-free CameraInfo of the 3×3 camera matrix ``k``."""
+    info = CameraInfo(header=header, width=width, height=height, distortion_model="plumb_bob")
+    info.d = [0.0] * 5
+    info.k = [float(value) for value in np.asarray(k, dtype=np.float64).ravel()]
+    info.r = [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    info.p = [float(value) for value in np.hstack([k, np.zeros((3, 1))]).ravel()]
+    return info
+
+
 def jpeg_message(rgb: np.ndarray, header: Header, quality: int = 90) -> CompressedImage:
     import cv2
 
@@ -183,4 +209,38 @@ def write_camera_bag(
             bag.write_message(
                 f"{camera}/camera_info", pinhole_camera_info(rgb.shape[1], rgb.shape[0], header), stamp_ns
             )
+    return Path(path)
+
+
+def write_rgbd_bag(
+    path: str | os.PathLike,
+    frames: Sequence[tuple[np.ndarray, np.ndarray]],
+    k: np.ndarray,
+    *,
+    rate_hz: float = 5.0,
+    camera: str = "/camera",
+    frame_id: str = CAMERA_FRAME,
+    storage: str = "mcap",
+    start_ns: int = 1_700_000_000_000_000_000,
+) -> Path:
+    """Write (rgb, depth in mm) pairs as an RGB-D camera whose depth is registered to the colour camera:
+    ``<camera>/image_raw`` + ``<camera>/camera_info`` (as in :func:`write_camera_bag`, so every colour-only
+    reader works unchanged) and ``<camera>/depth/image_raw`` (16UC1) + ``<camera>/depth/camera_info``, the
+    depth with the colour frame's header and camera matrix ``k``."""
+    if rate_hz <= 0:
+        raise ValueError(f"rate_hz must be > 0, got {rate_hz}")
+    with BagWriter(path, storage) as bag:
+        for index, (rgb, depth_mm) in enumerate(frames):
+            if depth_mm.shape != rgb.shape[:2]:
+                raise ValueError(
+                    f"frame {index}: depth {depth_mm.shape} is not registered to {rgb.shape[:2]}"
+                )
+            stamp_ns = start_ns + round(index * 1e9 / rate_hz)
+            header = Header(frame_id=frame_id)
+            header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 1_000_000_000)
+            info = matrix_camera_info(k, rgb.shape[1], rgb.shape[0], header)
+            bag.write_message(f"{camera}/image_raw", rgb_message(rgb, header), stamp_ns)
+            bag.write_message(f"{camera}/camera_info", info, stamp_ns)
+            bag.write_message(f"{camera}/depth/image_raw", depth_message(depth_mm, header), stamp_ns)
+            bag.write_message(f"{camera}/depth/camera_info", info, stamp_ns)
     return Path(path)

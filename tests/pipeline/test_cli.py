@@ -140,3 +140,38 @@ def test_tensorrt_commands_explain_a_missing_tensorrt_before_any_work(command, c
         assert "TensorRT is not importable" in capsys.readouterr().err
     else:
         pytest.skip("TensorRT is installed here; tests/backends/test_tensorrt_backend.py covers the build")
+
+
+def test_rgbd_sample_bag_holds_registered_depth_with_the_colour_header(tmp_path):
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from fourm_ros import sample_rgbd
+
+    assert cli.main(["sample-bag", str(tmp_path / "bag"), "--rgbd", "--frames", "2"]) == 0
+    messages: dict[str, list] = {}
+    with Reader(tmp_path / "bag") as reader:
+        for connection, _, data in reader.messages():
+            kind = CameraInfo if connection.topic.endswith("camera_info") else Image
+            messages.setdefault(connection.topic, []).append(deserialize_message(data, kind))
+    assert sorted(messages) == [
+        "/camera/camera_info",
+        "/camera/depth/camera_info",
+        "/camera/depth/image_raw",
+        "/camera/image_raw",
+    ]
+    assert all(len(items) == 2 for items in messages.values())
+    for index, (colour, depth) in enumerate(
+        zip(messages["/camera/image_raw"], messages["/camera/depth/image_raw"], strict=True)
+    ):
+        assert depth.header == colour.header and depth.encoding == "16UC1" and colour.encoding == "rgb8"
+        frame = sample_rgbd.render(index)
+        decoded = np.frombuffer(bytes(depth.data), "<u2").reshape(depth.height, depth.width)
+        np.testing.assert_array_equal(decoded, frame.sensor_mm)
+    info = messages["/camera/depth/camera_info"][0]
+    np.testing.assert_allclose(np.reshape(info.k, (3, 3)), sample_rgbd.K)
+
+
+def test_rgbd_sample_bag_refuses_compression(tmp_path, capsys):
+    assert cli.main(["sample-bag", str(tmp_path / "bag"), "--rgbd", "--compressed"]) == 2
+    assert "16UC1" in capsys.readouterr().err
