@@ -15,6 +15,7 @@ import torch
 from safetensors.torch import save_file
 from support import KEYS_DIR
 
+from fourm_ros.tokenizers.depth_encoder import DepthEncoder, DepthEncoderConfig
 from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder, is_divae_encoder_key
 from fourm_ros.tokenizers.loading import official_config
 from fourm_ros.tokenizers.semseg import SemsegConfig, SemsegDecoder, is_semseg_encoder_key
@@ -25,6 +26,10 @@ TINY_UNET = UNetConfig(
     patch_size=4, model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=2, attention_downsampling=(2, 4)
 )
 TINY_VIT = ViTConfig(dim=32, depth=2, num_heads=2)
+TINY_DEPTH_ENCODER = DepthEncoderConfig(
+    n_channels=1, codebook_size=64, latent_dim=8, patch_size=16, image_size=128
+)
+"""A depth-tokenizer encoder with TINY_VIT: 8×8 stored position grid, 64 codes of 8 dimensions."""
 
 _DIVAE_CONFIG = {**official_config("depth"), "codebook_size": 16, "latent_dim": 8}  # tiny codebook
 CONFIGS = {
@@ -108,6 +113,16 @@ class Synthetic:
     def decoder(self, kind: str, seed: int = 0) -> torch.nn.Module:
         module = self.empty_decoder(kind)
         module.load_state_dict(self.decoder_state(kind, seed), strict=True)
+        return module.eval()
+
+    def depth_encoder_state(self, seed: int) -> dict[str, torch.Tensor]:
+        """Tensors of the tiny depth-tokenizer encoder half (TINY_DEPTH_ENCODER, TINY_VIT)."""
+        module = DepthEncoder(TINY_DEPTH_ENCODER, self.vit)
+        return synthetic_tensors({k: tuple(v.shape) for k, v in module.state_dict().items()}, seed)
+
+    def depth_encoder(self, seed: int) -> DepthEncoder:
+        module = DepthEncoder(TINY_DEPTH_ENCODER, self.vit)
+        module.load_state_dict(self.depth_encoder_state(seed), strict=True)
         return module.eval()
 
     def checkpoint_state(self, kind: str, seed: int = 0) -> dict[str, torch.Tensor]:
