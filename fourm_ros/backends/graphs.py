@@ -8,6 +8,8 @@ stay in the pipeline, shared by every backend.
 Graphs (B = frames in the batch, T = dense targets, N = encoder tokens, S = sequence cache length):
 
 - ``encoder``: rgb f32 [B,3,224,224] → context [B,N,D]
+- ``depth_tokenizer``: depth f32 [B,1,224,224] (standardised) → depth_tokens i64 [B,196] (RGB-D input)
+- ``rgbd_encoder``: rgb, depth_tokens → context [B,N+196,D]
 - ``dense_decoder``: context → tokens i64 [B,T,196] (argmax, T targets in one decoder pass)
 - ``cross_kv``: context → cross_kv [L,2,B,H,N,hd]
 - ``<target>_step``: token i64 [B,1], position i64 [1], self_cache [L,2,B,H,S,hd], cross_kv
@@ -30,6 +32,7 @@ from torch import Tensor, nn
 
 from fourm_ros import modalities
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
+from fourm_ros.tokenizers.depth_encoder import DepthEncoder
 from fourm_ros.tokenizers.divae import DiVAEDecoder
 from fourm_ros.tokenizers.human_pose import PoseDecoder
 from fourm_ros.tokenizers.semseg import SemsegDecoder
@@ -71,6 +74,43 @@ class Encoder(nn.Module):
     def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
         size = self.model.config.image_size
         return (torch.zeros(batch, 3, size, size),)
+
+
+class DepthTokenizer(nn.Module):
+    """Standardised sensor depth → ``tok_depth@224`` ids (the depth tokenizer's encoder half)."""
+
+    spec = GraphSpec(("depth",), ("depth_tokens",), {"depth": {0: "batch"}, "depth_tokens": {0: "batch"}})
+
+    def __init__(self, encoder: DepthEncoder):
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, depth: Tensor) -> Tensor:
+        return self.encoder.tokenize(depth)[0].flatten(1)
+
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        return (torch.zeros(batch, 1, GRID * 16, GRID * 16),)
+
+
+class RGBDEncoder(nn.Module):
+    """RGB and depth tokens → the decoder context, depth entering as ``tok_depth@224`` input tokens."""
+
+    spec = GraphSpec(
+        ("rgb", "depth_tokens"),
+        ("context",),
+        {"rgb": {0: "batch"}, "depth_tokens": {0: "batch"}, "context": {0: "batch"}},
+    )
+
+    def __init__(self, model: FourM):
+        super().__init__()
+        self.model = model
+
+    def forward(self, rgb: Tensor, depth_tokens: Tensor) -> Tensor:
+        return self.model.encode(rgb.to(_dtype(self.model)), {"tok_depth@224": depth_tokens})
+
+    def example_inputs(self, batch: int) -> tuple[Tensor, ...]:
+        size = self.model.config.image_size
+        return torch.zeros(batch, 3, size, size), torch.zeros(batch, GRID * GRID, dtype=torch.long)
 
 
 class DenseDecoder(nn.Module):
@@ -218,11 +258,15 @@ def build_graphs(
     normals: DiVAEDecoder | None = None,
     segmentation: SemsegDecoder | None = None,
     human_pose: PoseDecoder | None = None,
+    depth_encoder: DepthEncoder | None = None,
 ) -> dict[str, nn.Module]:
     """The graphs a job needs, by name; ``dense_targets`` / ``sequence_targets`` are 4M-21 modality names,
     ``cache_lengths`` the KV-cache length (max_tokens) of each sequence target for export (default: the
     modality's whole token budget)."""
     graphs: dict[str, nn.Module] = {"encoder": Encoder(model)}
+    if depth_encoder is not None:
+        graphs["depth_tokenizer"] = DepthTokenizer(depth_encoder)
+        graphs["rgbd_encoder"] = RGBDEncoder(model)
     if dense_targets:
         graphs["dense_decoder"] = DenseDecoder(model, dense_targets)
     if sequence_targets:

@@ -46,6 +46,7 @@ def job_graphs(config: PipelineConfig, components: Components) -> dict[str, nn.M
         sequence_targets=[SEQUENCE_TARGETS[task] for task in SEQUENCE_TARGETS if task in tasks],
         cache_lengths=cache_lengths(config),
         **{task: getattr(components, task) if task in tasks else None for task in TOKENIZER_TASKS},
+        depth_encoder=components.depth_encoder,
     )
 
 

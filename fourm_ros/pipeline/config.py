@@ -157,6 +157,12 @@ class PipelineConfig:
     smpl_model: str | None = setting(
         None, "your licensed SMPL model as .npz for body-shaped 3D joints; empty = a generic adult skeleton"
     )
+    inputs: tuple[str, ...] = setting(
+        ("rgb",),
+        "what 4M-21 is conditioned on: [rgb], or [rgb, depth] to add a registered depth sensor's 196 "
+        "tok_depth@224 tokens (encoder half of tokenizers.depth); frames without depth run on rgb alone",
+        choices=(("rgb",), ("rgb", "depth")),
+    )
     tasks: TasksConfig = field(default_factory=TasksConfig)
     dense_decoding: DenseDecodingConfig = field(default_factory=DenseDecodingConfig)
     engines: EnginesConfig = field(default_factory=EnginesConfig)

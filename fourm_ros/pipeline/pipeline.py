@@ -8,6 +8,7 @@ token/skeleton parsing live here, so every backend computes the same thing.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -26,13 +27,17 @@ from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.model import generation
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
 from fourm_ros.pipeline.config import PipelineConfig
+from fourm_ros.pipeline.metric_depth import sensor_depth_to_grid
 from fourm_ros.pipeline.preprocess import CropMap, preprocess
 from fourm_ros.pipeline.results import PersonResult, Results
 from fourm_ros.pipeline.weights import RANDOM_WEIGHTS_WARNING, TOKENIZER_TASKS, Components, load_components
 from fourm_ros.tokenizers import divae, skeleton, text
 from fourm_ros.tokenizers.ddim import DDIMSampler
+from fourm_ros.tokenizers.depth_encoder import standardize_depth
 
 LOG = logging.getLogger("fourm_ros.pipeline")
+SensorDepth = Sequence[np.ndarray | None] | None
+"""Per frame: registered sensor depth in metres (frame size, NaN = no return), or None."""
 STOP_IDS = (text.EOS_ID, text.GENERATION_STOP_ID)
 
 
@@ -43,10 +48,15 @@ class _Prepared:
     rgb: np.ndarray
     crops: list[CropMap]
     grids: np.ndarray
+    depth_tokens: np.ndarray | None = None
+    """tok_depth@224 input ids [B, 196] when every frame came with usable sensor depth."""
 
 
 def _take(prepared: _Prepared, rows: Sequence[int]) -> _Prepared:
-    return _Prepared(prepared.rgb[list(rows)], [prepared.crops[r] for r in rows], prepared.grids[list(rows)])
+    depth_tokens = None if prepared.depth_tokens is None else prepared.depth_tokens[list(rows)]
+    return _Prepared(
+        prepared.rgb[list(rows)], [prepared.crops[r] for r in rows], prepared.grids[list(rows)], depth_tokens
+    )
 
 
 @contextmanager
@@ -107,10 +117,16 @@ class Pipeline:
             else skeleton.GenericSkeleton()
         )
         self._pose_decoder = _GraphPoseDecoder(self.backend)
+        self._depth_input = components.depth_encoder is not None
         self._frames_seen = 0  # every_n_frames counts frames across calls of __call__
         self._generator = torch.Generator().manual_seed(0)  # sequence sampling (temperature > 0)
         if self.random_weights:
             LOG.warning(RANDOM_WEIGHTS_WARNING)
+        if self._sampled_dense and self._depth_input:
+            raise ValueError(
+                "inputs: [rgb, depth] conditions the one-pass dense decoder; dense_decoding with steps > 1, "
+                "temperature > 0 or cfg_scale != 1 samples from rgb alone: keep the dense_decoding defaults"
+            )
         if self._sampled_dense and self.backend.name != "torch":
             raise ValueError(
                 "dense_decoding with steps > 1, temperature > 0 or cfg_scale != 1 runs on the torch backend "
@@ -151,11 +167,14 @@ class Pipeline:
         """The enabled sequence tasks (caption, human_pose): autoregressive, the node's slower lane."""
         return self._sequences
 
-    def __call__(self, frames: Sequence[np.ndarray]) -> list[Results]:
+    def __call__(self, frames: Sequence[np.ndarray], depth: SensorDepth = None) -> list[Results]:
         """Results for each frame (several frames, e.g. several cameras, run as one batch): every dense task,
-        and each sequence task on the frames it is due (``every_n_frames`` counts frames, not calls)."""
+        and each sequence task on the frames it is due (``every_n_frames`` counts frames, not calls).
+
+        ``depth``: with ``inputs: [rgb, depth]``, each frame's registered sensor depth in metres (frame
+        size, NaN = no return; see ``fourm_ros.pipeline.metric_depth``), conditioning every task on it."""
         timings: dict[str, float] = {}
-        prepared = self._prepare(frames, timings)
+        prepared = self._prepare(frames, timings, depth)
         fields = self._new_fields(len(frames))
         if self._dense:
             self._run_dense(prepared, fields, timings)
@@ -177,16 +196,18 @@ class Pipeline:
                 fields[row].update(sub)
         return self._results(prepared, fields, timings)
 
-    def dense(self, frames: Sequence[np.ndarray]) -> list[Results]:
-        """Only the dense tasks of each frame (sequence fields stay None)."""
+    def dense(self, frames: Sequence[np.ndarray], depth: SensorDepth = None) -> list[Results]:
+        """Only the dense tasks of each frame (sequence fields stay None); ``depth`` as in ``__call__``."""
         timings: dict[str, float] = {}
-        prepared = self._prepare(frames, timings)
+        prepared = self._prepare(frames, timings, depth)
         fields = self._new_fields(len(frames))
         if self._dense:
             self._run_dense(prepared, fields, timings)
         return self._results(prepared, fields, timings)
 
-    def sequences(self, frames: Sequence[np.ndarray], tasks: Sequence[str] | None = None) -> list[Results]:
+    def sequences(
+        self, frames: Sequence[np.ndarray], tasks: Sequence[str] | None = None, depth: SensorDepth = None
+    ) -> list[Results]:
         """Only the sequence tasks ``tasks`` (default: every enabled one) of each frame, whatever
         ``every_n_frames`` says: the caller decides which frames are due (dense fields stay None)."""
         tasks = self._sequences if tasks is None else tuple(tasks)
@@ -194,14 +215,44 @@ class Pipeline:
         if unknown:
             raise ValueError(f"sequence tasks {unknown} are not enabled; enabled: {list(self._sequences)}")
         timings: dict[str, float] = {}
-        prepared = self._prepare(frames, timings)
+        prepared = self._prepare(frames, timings, depth)
         fields = self._new_fields(len(frames))
         self._run_sequences(prepared, tasks, fields, timings)
         return self._results(prepared, fields, timings)
 
-    def _prepare(self, frames: Sequence[np.ndarray], timings: dict[str, float]) -> _Prepared:
+    def _prepare(
+        self, frames: Sequence[np.ndarray], timings: dict[str, float], depth: SensorDepth
+    ) -> _Prepared:
         with _timed(timings, "preprocess"):
-            return _Prepared(*preprocess(frames))
+            prepared = _Prepared(*preprocess(frames))
+        if depth is None:
+            return prepared
+        if not self._depth_input:
+            raise ValueError(
+                "sensor depth was given but the pipeline's inputs are [rgb]; set inputs: [rgb, depth]"
+            )
+        if len(depth) != len(frames):
+            raise ValueError(
+                f"got {len(depth)} depth images for {len(frames)} frames; give one per frame (or None)"
+            )
+        with _timed(timings, "depth_tokenizer"):
+            grids = [
+                None if item is None else sensor_depth_to_grid(item, crop)
+                for item, crop in zip(depth, prepared.crops, strict=True)
+            ]
+            if any(grid is None or not np.isfinite(grid).any() for grid in grids):
+                return prepared  # a frame without usable depth: the batch is conditioned on rgb alone
+            standardized = np.stack([standardize_depth(grid) for grid in grids])[:, None]
+            tokens = self.backend.run("depth_tokenizer", depth=standardized)["depth_tokens"]
+        return dataclasses.replace(prepared, depth_tokens=self.backend.to_numpy(tokens).astype(np.int64))
+
+    def _context(self, prepared: _Prepared) -> Any:
+        """The encoder's context of the batch: rgb, plus the depth tokens when the batch has them."""
+        if prepared.depth_tokens is None:
+            return self.backend.run("encoder", rgb=prepared.rgb)["context"]
+        return self.backend.run("rgbd_encoder", rgb=prepared.rgb, depth_tokens=prepared.depth_tokens)[
+            "context"
+        ]
 
     @staticmethod
     def _new_fields(batch: int) -> list[dict[str, Any]]:
@@ -216,6 +267,7 @@ class Pipeline:
                 grid_rgb=grid,
                 random_weights=self.random_weights,
                 timings=dict(timings),
+                conditioned_on=("rgb",) if prepared.depth_tokens is None else ("rgb", "depth"),
                 **frame_fields,
             )
             for crop, grid, frame_fields in zip(prepared.crops, prepared.grids, fields, strict=True)
@@ -234,7 +286,7 @@ class Pipeline:
         context = None
         if not self._sampled_dense:
             with _timed(timings, "encoder"):
-                context = self.backend.run("encoder", rgb=rgb)["context"]
+                context = self._context(prepared)
         with _timed(timings, "dense_decoder"):
             tokens = self._dense_tokens(rgb, context)
         for task, grid in tokens.items():
@@ -260,7 +312,7 @@ class Pipeline:
             return
         batch = len(fields)
         with _timed(timings, "sequence_encoder"):
-            context = self.backend.run("encoder", rgb=prepared.rgb)["context"]
+            context = self._context(prepared)
         with _timed(timings, "cross_kv"):
             cross_kv = self.backend.run("cross_kv", context=context)["cross_kv"]
         for task in tasks:

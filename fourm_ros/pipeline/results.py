@@ -77,3 +77,5 @@ class Results:
     """Token ids per model target, for exact comparisons (raw dumps)."""
     timings: dict[str, float] = field(default_factory=dict)
     """Seconds per stage for the batch this frame was part of."""
+    conditioned_on: tuple[str, ...] = ("rgb",)
+    """The inputs 4M-21 saw: ("rgb",) or ("rgb", "depth") (sensor depth as tok_depth@224 tokens)."""

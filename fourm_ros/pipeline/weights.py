@@ -21,12 +21,15 @@ from fourm_ros.backends.graphs import DENSE_TARGETS, SEQUENCE_TARGETS
 from fourm_ros.model.config import FourMConfig
 from fourm_ros.model.fourm import FourM
 from fourm_ros.pipeline.config import PipelineConfig
+from fourm_ros.tokenizers.depth_encoder import DepthEncoder, DepthEncoderConfig
 from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder
 from fourm_ros.tokenizers.human_pose import PoseDecoder, PoseTokenizerConfig
 from fourm_ros.tokenizers.loading import official_config
 from fourm_ros.tokenizers.semseg import SemsegConfig, SemsegDecoder
 
 LOG = logging.getLogger("fourm_ros.weights")
+INPUT_MODALITIES = {"rgb": "rgb@224", "depth": "tok_depth@224"}
+"""``inputs`` entry → the 4M-21 modality it enters the encoder as."""
 TOKENIZER_TASKS = ("depth", "normals", "segmentation", "human_pose")
 """Tasks whose output needs a tokenizer decoder (the caption is plain WordPiece text)."""
 RANDOM_WEIGHTS_WARNING = "RANDOM WEIGHTS: fourm_ros runs without trained weights; every output is meaningless"
@@ -44,6 +47,8 @@ class Components:
     human_pose: PoseDecoder | None
     random_weights: bool
     model_name: str
+    depth_encoder: DepthEncoder | None = None
+    """The depth tokenizer's encoder half, when ``inputs`` include depth."""
 
 
 def model_outputs(config: PipelineConfig) -> tuple[str, ...]:
@@ -53,11 +58,18 @@ def model_outputs(config: PipelineConfig) -> tuple[str, ...]:
     return (*dense, *(SEQUENCE_TARGETS[task] for task in SEQUENCE_TARGETS if task in tasks))
 
 
+def model_inputs(config: PipelineConfig) -> tuple[str, ...]:
+    """The 4M-21 input modalities of ``config.inputs``."""
+    return tuple(INPUT_MODALITIES[name] for name in config.inputs)
+
+
 def required_sources(config: PipelineConfig) -> dict[str, str]:
     """Component name → checkpoint (repo id or directory) for the enabled tasks."""
     tasks = config.tasks.enabled
     sources = {"model": config.model}
     sources.update({task: getattr(config.tokenizers, task) for task in TOKENIZER_TASKS if task in tasks})
+    if "depth" in config.inputs:
+        sources["depth_encoder"] = config.tokenizers.depth
     return sources
 
 
@@ -80,7 +92,9 @@ def load_components(config: PipelineConfig) -> Components:
     dtype, device, tasks = _dtype(config), config.device, config.tasks.enabled
     where = {"cache_dir": config.cache_dir, "offline": config.offline, "dtype": dtype, "device": device}
     LOG.info("loading %s (%s)", config.model, ", ".join(model_outputs(config)))
-    model = FourM.from_pretrained(config.model, outputs=model_outputs(config), **where)
+    model = FourM.from_pretrained(
+        config.model, inputs=model_inputs(config), outputs=model_outputs(config), **where
+    )
     decoders: dict[str, nn.Module | None] = dict.fromkeys(TOKENIZER_TASKS)
     kinds = {
         "depth": DiVAEDecoder,
@@ -93,7 +107,17 @@ def load_components(config: PipelineConfig) -> Components:
             source = getattr(config.tokenizers, task)
             LOG.info("loading the %s tokenizer decoder %s", task, source)
             decoders[task] = kinds[task].from_pretrained(source, **where)
-    return Components(model=model, **decoders, random_weights=False, model_name=str(config.model))
+    depth_encoder = None
+    if "depth" in config.inputs:
+        LOG.info("loading the depth tokenizer encoder %s", config.tokenizers.depth)
+        depth_encoder = DepthEncoder.from_pretrained(config.tokenizers.depth, **where)
+    return Components(
+        model=model,
+        **decoders,
+        random_weights=False,
+        model_name=str(config.model),
+        depth_encoder=depth_encoder,
+    )
 
 
 def _random_model_config(source: str) -> FourMConfig:
@@ -130,6 +154,7 @@ def random_components(config: PipelineConfig, seed: int = 0) -> Components:
     dtype, device, tasks = _dtype(config), config.device, config.tasks.enabled
     model = FourM(
         _random_model_config(config.model),
+        inputs=model_inputs(config),
         outputs=model_outputs(config),
         seed=seed,
         device=device,
@@ -151,9 +176,16 @@ def random_components(config: PipelineConfig, seed: int = 0) -> Components:
         return decoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
     decoders = {task: build(task) for task in TOKENIZER_TASKS}
+    depth_encoder = None
+    if "depth" in config.inputs:
+        with torch.device("meta"):
+            depth_encoder = DepthEncoder(DepthEncoderConfig.from_json(official_config("depth"), "depth"))
+        depth_encoder = randomize(depth_encoder.to_empty(device="cpu"), seed)
+        depth_encoder = depth_encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
     return Components(
         model=model.eval().requires_grad_(False),
         **decoders,
         random_weights=True,
         model_name=f"{config.model} (random weights)",
+        depth_encoder=depth_encoder,
     )
