@@ -76,7 +76,11 @@ class BatchProfile:
             return 1, self.opt_batch, self.max_batch
         if name == "persons":
             return 1, self.opt_persons, self.max_persons
-        raise BackendError(f"no optimisation profile for the dynamic axis {name!r} (known: batch, persons)")
+        if name == "context_tokens":  # RGB-D jobs: rgb alone (196) or rgb + depth tokens (392)
+            return 196, 392, 392
+        raise BackendError(
+            f"no optimisation profile for the dynamic axis {name!r} (known: batch, persons, context_tokens)"
+        )
 
 
 Shape = tuple[int, ...]

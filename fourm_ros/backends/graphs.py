@@ -24,6 +24,7 @@ with, which the ONNX exporter traces and which tests and benchmarks feed.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -42,6 +43,8 @@ DENSE_TARGETS = {"depth": "tok_depth@224", "normals": "tok_normal@224", "segment
 SEQUENCE_TARGETS = {"caption": "caption", "human_pose": "human_poses"}
 GRID = 14
 """Side of every token grid the pipeline decodes: 224-pixel frames in 16-pixel tokens."""
+CONTEXT_AXIS = "context_tokens"
+"""The encoder-context length axis of RGB-D jobs: 196 tokens (rgb) or 392 (rgb + depth) per frame."""
 
 
 @dataclass(frozen=True)
@@ -281,4 +284,18 @@ def build_graphs(
         graphs["segmentation_labels"] = SegmentationLabels(segmentation)
     if human_pose is not None:
         graphs["pose_rotations"] = PoseRotations(human_pose)
+    if depth_encoder is not None:
+        _variable_context(graphs)
     return {name: graph.eval() for name, graph in graphs.items()}
+
+
+def _variable_context(graphs: Mapping[str, nn.Module]) -> None:
+    """Let the graphs that read the encoder context take 196 or 392 context tokens (a frame with or
+    without depth); rgb-only jobs keep their static shapes and exports."""
+    where = {"context": 1, "cross_kv": 4}
+    for graph in graphs.values():
+        if isinstance(graph, (DenseDecoder, CrossKV, SequenceStep)):
+            axes = {name: dict(axes) for name, axes in graph.spec.dynamic_axes.items()}
+            for name in set(graph.spec.inputs + graph.spec.outputs) & set(where):
+                axes.setdefault(name, {})[where[name]] = CONTEXT_AXIS
+            graph.spec = dataclasses.replace(graph.spec, dynamic_axes=axes)
