@@ -158,6 +158,11 @@ class Pipeline:
         return f"{self.model_name} on {self.backend.describe()}; tasks: {', '.join(self.tasks)}"
 
     @property
+    def takes_depth(self) -> bool:
+        """True when the model is conditioned on sensor depth too (``inputs: [rgb, depth]``)."""
+        return self._depth_input
+
+    @property
     def dense_tasks(self) -> tuple[str, ...]:
         """The enabled dense tasks (depth, normals, segmentation): the node's frame-rate lane."""
         return self._dense

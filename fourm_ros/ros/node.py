@@ -33,6 +33,7 @@ from fourm_ros import viz
 from fourm_ros.backends.base import BackendError
 from fourm_ros.checkpoint import CheckpointError
 from fourm_ros.pipeline.config import ConfigError, PipelineConfig
+from fourm_ros.pipeline.metric_depth import FitSettings
 from fourm_ros.pipeline.pipeline import Pipeline
 from fourm_ros.pipeline.results import Results
 from fourm_ros.pipeline.weights import RANDOM_WEIGHTS_WARNING
@@ -48,6 +49,7 @@ from fourm_ros.ros.conversion import (
     normals_image,
     rgb_image,
 )
+from fourm_ros.ros.depth_sensor import DepthSensor, MetricDepthStats
 from fourm_ros.ros.diagnostics import PipelineStats
 from fourm_ros.ros.inputs import AdaptiveSubscription, inputs_status
 from fourm_ros.ros.labels import labels_message
@@ -75,6 +77,7 @@ class _Camera:
     name: str
     publishers: dict[str, Publisher]
     info: CameraInfo | None = None
+    depth: DepthSensor | None = None
 
 
 class PerceptionNode(Node):
@@ -112,6 +115,10 @@ class PerceptionNode(Node):
         )
         self._cameras: dict[str, _Camera] = {}
         self._inputs: list[AdaptiveSubscription] = []
+        metric = self.settings.depth_topic or self.settings.depth_scale > 0
+        self.depth_stats = (
+            MetricDepthStats("metric" if self.settings.depth_topic else "up to scale") if metric else None
+        )
         for name in self.settings.cameras:
             publishers = {
                 out.topic: self.create_publisher(
@@ -122,6 +129,22 @@ class PerceptionNode(Node):
                 for out in outputs
             }
             camera = _Camera(name, publishers)
+            if self.depth_stats is not None:
+                camera.depth = DepthSensor(
+                    self,
+                    name,
+                    depth_topic=self.settings.depth_topic,
+                    slop_s=self.settings.depth_slop_s,
+                    depth_scale=self.settings.depth_scale,
+                    depth_shift=self.settings.depth_shift,
+                    fit_settings=FitSettings(
+                        inlier_relative_error=self.settings.depth_fit_inlier_error,
+                        min_inlier_ratio=self.settings.depth_fit_min_inlier_ratio,
+                    ),
+                    stats=self.depth_stats,
+                    input_qos=input_qos,
+                    output_qos=output_qos,
+                )
             self._cameras[name] = camera
             self._inputs.append(
                 AdaptiveSubscription(
@@ -173,6 +196,8 @@ class PerceptionNode(Node):
         name = self.get_fully_qualified_name()
         array = self.stats.to_diagnostic_array(self.get_clock().now().to_msg(), name)
         array.status.append(inputs_status(name, [subscription.report() for subscription in self._inputs]))
+        if self.depth_stats is not None:
+            array.status.append(self.depth_stats.status(name))
         self._diagnostics.publish(array)
 
     # ------------------------------------------------------------------ worker thread
@@ -184,25 +209,30 @@ class PerceptionNode(Node):
                 if self._stopping:
                     return
                 batch, self._pending = self._pending, {}
-            frames, sources = [], []
+            frames, sources, sensors = [], [], []
             for name, msg in batch.items():
                 camera = self._cameras[name]
                 rgb = self._to_rgb(camera, msg)
                 if rgb is not None and self._camera_info_ok(camera, rgb):
                     frames.append(rgb)
                     sources.append((camera, msg.header))
+                    sensors.append(
+                        None
+                        if camera.depth is None
+                        else camera.depth.for_frame(msg.header, rgb.shape[1], rgb.shape[0], camera.info)
+                    )
             if not frames:
                 continue
             try:
-                results = self.pipeline(frames)
+                results = self.pipeline(frames, depth=sensors if self.pipeline.takes_depth else None)
             except Exception as error:  # one failing frame must not stop the node
                 self.stats.pipeline_failed(f"{type(error).__name__}: {error}")
                 self.get_logger().error(
                     f"pipeline failed on a frame: {error}", throttle_duration_sec=LOG_THROTTLE_S
                 )
                 continue
-            for (camera, header), result in zip(sources, results, strict=True):
-                self._publish(camera, header, result)
+            for (camera, header), result, sensor in zip(sources, results, sensors, strict=True):
+                self._publish(camera, header, result, sensor)
                 self.stats.frame_processed(result.timings)
 
     def _to_rgb(self, camera: _Camera, msg: Image | CompressedImage) -> np.ndarray | None:
@@ -220,7 +250,9 @@ class PerceptionNode(Node):
             )
             return None
 
-    def _publish(self, camera: _Camera, header: Header, result: Results) -> None:
+    def _publish(
+        self, camera: _Camera, header: Header, result: Results, sensor: np.ndarray | None = None
+    ) -> None:
         header = copy_header(header)
         out = camera.publishers
         if result.depth is not None:
@@ -240,6 +272,8 @@ class PerceptionNode(Node):
             out["caption"].publish(String(data=result.caption))
             out["caption/marker"].publish(caption_marker(result.caption, header))
         self._publish_grid_info(camera, header, result)
+        if camera.depth is not None:
+            camera.depth.publish(header, result, sensor, camera.info)
         out[topics.PROCESSED].publish(header)
 
     def _publish_persons(self, out: dict[str, Publisher], header: Header, result: Results) -> None:

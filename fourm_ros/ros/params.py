@@ -76,6 +76,34 @@ class NodeConfig:
     publish_color: bool = setting(True, "also publish normals/color and segmentation/color (rgb8 pictures)")
     mono16_range: tuple[int, ...] = setting((0, 65535), "mono16 input values mapped to black and white")
     diagnostics_period_s: float = setting(1.0, "period of /diagnostics messages", minimum=0.1, maximum=60.0)
+    depth_topic: str = setting(
+        "",
+        "registered depth image (16UC1 mm or 32FC1 m, e.g. aligned_depth_to_color/image_raw; its camera_info "
+        "beside it) for metric depth and points; '' = no depth sensor",
+    )
+    depth_slop_s: float = setting(
+        0.02,
+        "largest stamp difference between a colour frame and its depth frame",
+        minimum=0.001,
+        maximum=1.0,
+    )
+    depth_scale: float = setting(
+        0.0,
+        "without a depth sensor: metres per standard deviation of relative depth to publish points up to "
+        "scale (0 = no points)",
+        minimum=0.0,
+    )
+    depth_shift: float = setting(
+        3.0,
+        "without a depth sensor: metres at the image's mean relative depth (with depth_scale)",
+        minimum=0.0,
+    )
+    depth_fit_min_inlier_ratio: float = setting(
+        0.5, "refuse the metric fit when fewer valid sensor pixels agree with it", minimum=0.0, maximum=1.0
+    )
+    depth_fit_inlier_error: float = setting(
+        0.05, "a sensor pixel agrees when |fit - sensor| <= this × sensor depth", minimum=0.001, maximum=1.0
+    )
     qos: QosConfig = field(default_factory=QosConfig)
 
     def validate(self) -> NodeConfig:
@@ -89,6 +117,8 @@ class NodeConfig:
             raise ConfigError(
                 f"ros.mono16_range: expected [low, high] with 0 <= low < high <= 65535, got {list(low_high)}"
             )
+        if not self.depth_topic and self.depth_scale > 0 and self.depth_shift <= 0:
+            raise ConfigError("ros.depth_shift: must be > 0 metres when ros.depth_scale is set")
         for role in ("input", "output"):
             try:
                 getattr(self.qos, role).profile(role)
