@@ -23,7 +23,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "config"
 def test_every_rviz_topic_is_published_by_the_node_or_the_camera():
     rviz = yaml.safe_load((CONFIG / "perception.rviz").read_text())
     shown = {d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"] if "Topic" in d}
-    published = {f"/fourm/{out.topic}" for out in topics.OUTPUTS}
+    published = {f"/fourm/{out.topic}" for out in topics.OUTPUTS + topics.RGBD_OUTPUTS}
     assert shown - published == {"/camera/image_raw"}
     assert {"/fourm/depth/relative", "/fourm/human_pose/markers", "/fourm/caption/marker"} <= shown
     assert rviz["Visualization Manager"]["Global Options"]["Fixed Frame"] == "camera_optical_frame"

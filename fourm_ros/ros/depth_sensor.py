@@ -32,8 +32,7 @@ from fourm_ros.ros.camera_info import camera_info_for_grid, camera_info_matches
 from fourm_ros.ros.conversion import BadImageError, depth_image
 from fourm_ros.ros.rgbd import depth_to_metres, pointcloud2
 
-DEPTH = "depth"
-POINTS = "points"
+DEPTH, POINTS = (out.topic for out in topics.RGBD_OUTPUTS)
 OK, WARN = DiagnosticStatus.OK, DiagnosticStatus.WARN
 
 
