@@ -5,9 +5,9 @@
 Part 1 (numpy, one 640×480 synthetic RGB-D frame): sensor depth onto the 224 grid, the robust fit, metric
 depth and the semantic point cloud, median ms per frame. Part 2 (4M-21 with random weights, float32): the
 depth tokenizer's encoder half, and the encoder and the 3-target dense decoder with 196 rgb tokens vs
-196 rgb + 196 depth tokens, measured interleaved (the machine is shared); then how many dense argmax
-tokens stay the same with and without the depth input (random weights: this checks the code path, not
-what trained weights would do).
+196 rgb + 196 depth tokens, measured interleaved (the machine is shared), with their FLOPs (independent of
+load); then how many dense argmax tokens stay the same with and without the depth input (random weights:
+this checks the code path, not what trained weights would do).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from fourm_ros import sample_rgbd
+from fourm_ros.benchmarks.timing import count_flops
 from fourm_ros.model import FourM, FourMConfig
 from fourm_ros.pipeline import metric_depth, pointcloud
 from fourm_ros.pipeline.preprocess import CropMap, preprocess
@@ -108,7 +109,6 @@ def depth_input(size: str, repeats: int) -> None:
     with torch.inference_mode():
         ids = encoder.tokenize(standardized)[0].flatten(1)
         tokenize_ms = _median_ms(lambda: encoder.tokenize(standardized), repeats)
-        print(f"depth tokenizer encoder half (ViT-B, 224 px → 196 tokens): {tokenize_ms:.1f} ms")
         rgb_context = model.encode(image)
         rgbd_context = model.encode(image, {"tok_depth@224": ids})
         times = _interleaved_ms(
@@ -120,13 +120,24 @@ def depth_input(size: str, repeats: int) -> None:
             },
             repeats,
         )
+        flops = {
+            "encoder rgb (196)": count_flops(lambda: model.encode(image)),
+            "encoder rgb+depth (392)": count_flops(lambda: model.encode(image, {"tok_depth@224": ids})),
+            "dense decoder, 196 context": count_flops(lambda: model.decode_dense(rgb_context, DENSE)),
+            "dense decoder, 392 context": count_flops(lambda: model.decode_dense(rgbd_context, DENSE)),
+        }
+        tokenizer_flops = count_flops(lambda: encoder.tokenize(standardized))
+        print(f"{'':32s} {'ms':>8s}    {'GFLOP':>7s}")
         for name, ms in times.items():
-            print(f"{name:32s} {ms:8.1f} ms")
+            print(f"{name:32s} {ms:8.1f} ms {flops[name] / 1e9:7.1f}")
+        print(f"{'depth tokenizer':32s} {tokenize_ms:8.1f} ms {tokenizer_flops / 1e9:7.1f}")
         encoder_ratio = times["encoder rgb+depth (392)"] / times["encoder rgb (196)"]
         decoder_ratio = times["dense decoder, 392 context"] / times["dense decoder, 196 context"]
+        encoder_flops = flops["encoder rgb+depth (392)"] / flops["encoder rgb (196)"]
+        decoder_flops = flops["dense decoder, 392 context"] / flops["dense decoder, 196 context"]
         print(
-            f"extra cost of the depth input: encoder ×{encoder_ratio:.2f}, "
-            f"dense decoder ×{decoder_ratio:.2f}, +{tokenize_ms:.0f} ms tokenizer"
+            f"extra cost of the depth input: encoder ×{encoder_ratio:.2f} in time (×{encoder_flops:.2f} in "
+            f"FLOPs), dense decoder ×{decoder_ratio:.2f} (×{decoder_flops:.2f})"
         )
         with_depth = model.decode_dense_tokens(rgbd_context, DENSE)
         without = model.decode_dense_tokens(rgb_context, DENSE)
