@@ -4,8 +4,9 @@ Checkpoint: ``EPFL-VILAB/4M_tokenizers_depth_8k_224-448``, the same file the dep
 decoder half (``decoder.*``, the UNet) is set aside and the encoder keys (``encoder.*``, ``quant_proj.*``,
 ``quantize._codebook.*``) load strictly.
 
-Architecture (ml-4m ``fourm/vq/vqvae.py`` ``VQ.encode`` → ``fourm/vq/models/vit_models.py`` ``ViTEncoder`` /
-``vit_b_enc`` → ``fourm/vq/quantizers/quantize_lucid.py`` ``CosineSimCodebook``): 16×16 patches projected by
+References are to apple/ml-4m at commit cda590f. Architecture (``fourm/vq/vqvae.py`` ``VQ.encode`` →
+``fourm/vq/models/vit_models.py`` ``ViTEncoder`` / ``vit_b_enc`` →
+``fourm/vq/quantizers/quantize_lucid.py`` ``CosineSimCodebook``): 16×16 patches projected by
 a convolution, the stored 28×28 position grid (448 px training size) resized bicubically to the token grid
 and added, 12 pre-norm ViT-B blocks, a residual tanh "post MLP" computed in float32, a 1×1 convolution to
 the 32-d latent space, then the code whose l2-normalised vector has the largest cosine similarity with the
