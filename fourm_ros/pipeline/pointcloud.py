@@ -1,7 +1,7 @@
 """Semantic point clouds from metric depth on the 224 grid, in the optical frame of the grid camera.
 
 The grid camera is the input camera moved through the centre crop and resize
-(:meth:`CropMap.intrinsics_to_grid`, the K that ``grid/camera_info`` publishes), so a grid pixel (u, v)
+(:meth:`CropMap.intrinsics_to_grid`, the K that ``depth/camera_info`` publishes), so a grid pixel (u, v)
 with depth z back-projects to x = (u - cx)·z/fx, y = (v - cy)·z/fy (REP 103 optical frame: x right,
 y down, z forward). Points are packed in the layout PCL and rviz read: float32 x, y, z, the colour as
 float32 bits of 0x00RRGGBB (``rgb``), and a uint32 class ``label``; 20 bytes per point.

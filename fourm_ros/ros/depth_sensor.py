@@ -5,7 +5,7 @@ The depth image must be registered to the colour camera (RGB-D drivers publish i
 arrive and paired with each colour frame by stamp (``ros.depth_slop_s``); an unpaired, malformed or
 unregistered depth frame is counted under its reason and the colour outputs are published as usual.
 Per frame, 4M-21's relative depth is fitted to the sensor (``fourm_ros.pipeline.metric_depth``); a
-trusted fit publishes ``depth`` (32FC1 metres, sensor holes filled by the fit) and ``points``
+trusted fit publishes ``depth/metric`` (32FC1 metres, sensor holes filled by the fit) and ``points``
 (PointCloud2 x, y, z, rgb, label in the frame's optical frame), a refused one only its reason. Without a
 depth topic, ``ros.depth_scale`` > 0 publishes ``points`` "up to scale" from the relative depth alone.
 """
@@ -181,7 +181,7 @@ class DepthSensor:
     def publish(
         self, header: Header, result: Results, sensor: np.ndarray | None, info: CameraInfo | None
     ) -> None:
-        """``depth`` and ``points`` of a frame (see module doc); nothing without a usable camera."""
+        """``depth/metric`` and ``points`` of a frame (see module doc); nothing without a usable camera."""
         if result.depth is None or info is None or np.reshape(info.k, (3, 3))[2, 2] == 0:
             return
         crop = result.crop

@@ -45,10 +45,11 @@ OUTPUTS: tuple[Output, ...] = (
     Output(PROCESSED, "std_msgs/msg/Header", None),
 )
 RGBD_OUTPUTS: tuple[Output, ...] = (
-    Output("depth", "sensor_msgs/msg/Image", "depth"),
+    Output("depth/metric", "sensor_msgs/msg/Image", "depth"),
     Output("points", "sensor_msgs/msg/PointCloud2", "depth"),
 )
-"""Metric outputs with ros.depth_topic (``depth`` and ``points``) or ros.depth_scale (``points`` only)."""
+"""Metric outputs with ros.depth_topic (``depth/metric``, whose camera is ``depth/camera_info``, and
+``points``) or with ros.depth_scale (``points`` only)."""
 DENSE_TASKS = ("depth", "normals", "segmentation")
 GRID_CAMERA_INFOS = tuple(f"{task}/camera_info" for task in DENSE_TASKS)
 """The grid's CameraInfo topics, one beside each dense task's images."""

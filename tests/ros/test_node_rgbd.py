@@ -67,7 +67,7 @@ class RGBDHarness:
         for topic, kind in (
             ("processed", Header),
             ("depth/relative", Image),
-            ("depth", Image),
+            ("depth/metric", Image),
             ("points", PointCloud2),
             ("/diagnostics", DiagnosticArray),
         ):
@@ -153,8 +153,8 @@ def test_metric_depth_and_points_carry_the_colour_header_and_lie_on_the_scene(ha
     h = harness({"ros.depth_topic": "depth/image_raw"}, PerfectDepthPipeline)
     frame = sample_rgbd.render(0)
     header = h.send(1_000_000_000, depth_message(frame.sensor_mm, Header()))
-    h.wait_for(lambda: h.messages("depth") and h.messages("points"))
-    depth_msg, cloud_msg = h.messages("depth")[-1], h.messages("points")[-1]
+    h.wait_for(lambda: h.messages("depth/metric") and h.messages("points"))
+    depth_msg, cloud_msg = h.messages("depth/metric")[-1], h.messages("points")[-1]
     assert depth_msg.header == header == cloud_msg.header
     assert depth_msg.encoding == "32FC1" and (depth_msg.height, depth_msg.width) == (224, 224)
     metric = np.frombuffer(bytes(depth_msg.data), np.float32).reshape(224, 224)
@@ -184,7 +184,7 @@ def test_bad_depth_is_counted_and_colour_outputs_keep_flowing(harness):
     h.send(4 * second, depth_message(np.zeros_like(frame.sensor_mm), Header()))  # all invalid
     h.send(9 * second, depth_message(frame.sensor_mm, Header()), depth_stamp_ns=5 * second)  # stale
     assert len(h.messages("depth/relative")) == 5  # every colour frame was served
-    assert not h.messages("depth") and not h.messages("points")
+    assert not h.messages("depth/metric") and not h.messages("points")
     _, values = h.metric_values("unpaired: depth too old")
     assert values["unpaired: no depth received"] == "1"
     assert values["bad depth: not registered (size)"] == "1"
@@ -196,7 +196,7 @@ def test_without_a_sensor_points_are_published_only_up_to_scale(harness):
     h = harness({"ros.depth_scale": 1.0, "ros.depth_shift": 4.0}, PerfectDepthPipeline)
     header = h.send(10**9)
     h.wait_for(lambda: h.messages("points"))
-    assert h.messages("points")[-1].header == header and not h.messages("depth")
+    assert h.messages("points")[-1].header == header and not h.messages("depth/metric")
     status, values = h.metric_values()
     assert values["mode"] == "up to scale" and "up to scale" in status.message
     points = cloud_from_message(h.messages("points")[-1])
