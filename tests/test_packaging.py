@@ -91,7 +91,11 @@ def test_rviz_follows_the_namespace_cameras_and_image_topic(tmp_path):
         fixed_frame="camera_optical_frame",
     )
     shown = _shown(rig)
-    published = {f"/fourm/{camera}/{out.topic}" for camera in ("front", "left") for out in topics.OUTPUTS}
+    published = {
+        f"/fourm/{camera}/{out.topic}"
+        for camera in ("front", "left")
+        for out in topics.OUTPUTS + topics.RGBD_OUTPUTS
+    }
     assert set(shown) - published == {"/front/image_raw", "/left/image_raw"}
     assert shown["/fourm/left/depth/relative"] == "Relative depth [left]"
     path = write_rviz_config(rig, tmp_path)
