@@ -1,6 +1,7 @@
 """human_poses parser: reference-encoded persons, any group order, malformed persons, 'none'."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,13 @@ def test_reference_encoded_persons_round_trip_within_quantization():
             )
             np.testing.assert_allclose(person.camera, source["camera"], atol=0.5 / 49.95 + 1e-12)
             np.testing.assert_allclose(person.betas, source["betas"], atol=0.5 / 166.5 + 1e-12)
+
+
+def test_reference_fixture_records_how_it_was_made():
+    meta = json.loads((DATA / "pose_sequence_reference.json").read_text())["meta"]
+    assert re.fullmatch(r"[0-9a-f]{40}", meta["reference_commit"])
+    assert meta["command"].startswith("python tests/golden/make_pose_sequence_golden.py --ml4m ")
+    assert {"python", "torch", "numpy", "tokenizers"} <= set(meta["versions"])
 
 
 def test_dequantization_constants():

@@ -1,5 +1,7 @@
 """Forward kinematics on the SMPL tree, the generic skeleton, the 4D-Humans camera, ids → persons."""
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -121,6 +123,13 @@ def test_camera_translation_matches_the_reference():
     golden = np.load(DATA / "skeleton_reference.npz")  # cam_crop_to_full as visualize_human_poses calls it
     for camera, box, expected in zip(golden["cams"], golden["boxes"], golden["translations"], strict=True):
         np.testing.assert_allclose(camera_translation(camera, box), expected, rtol=1e-12)
+
+
+def test_skeleton_reference_records_how_it_was_made():
+    with np.load(DATA / "skeleton_reference.npz") as golden:
+        assert re.fullmatch(r"[0-9a-f]{40}", str(golden["meta/reference_commit"]))
+        assert str(golden["meta/command"]).startswith("python tests/golden/make_skeleton_golden.py --ml4m ")
+        assert {"python", "torch", "numpy", "smplx"} <= set(json.loads(str(golden["meta/versions"])))
 
 
 class FixedRotations:
