@@ -205,8 +205,8 @@ def _build_engines(args: argparse.Namespace) -> int:
     from fourm_ros.backends.job import build_engines
 
     config = pipeline_config(args)
-    directory, digests = build_engines(config, max_batch=config.engines.max_batch)
-    print(f"{len(digests)} {config.engines.precision} TensorRT engines ready in {directory}")
+    directory, precision, why = build_engines(config, max_batch=config.engines.max_batch)
+    print(f"TensorRT engines ready in {directory}; the node will run the {precision} engines: {why}")
     return 0
 
 

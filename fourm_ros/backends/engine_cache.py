@@ -229,6 +229,16 @@ class EngineCache:
             return "the engine file is corrupt (its sha256 differs from its record)"
         return None
 
+    def current_digests(self, keys: Mapping[str, EngineKey]) -> dict[str, str] | None:
+        """Graph → sha256 of its cached engine when every engine of ``keys`` is built for exactly its key and
+        intact (what a start would load without building), else None."""
+        digests = {}
+        for graph, key in keys.items():
+            if self.stale_reason(key) is not None:
+                return None
+            digests[graph] = self.record(key.graph, key.precision)["engine_sha256"]
+        return digests
+
     def load(self, key: EngineKey, onnx_path: Path) -> Any:
         """The engine for ``key``: the cached one if valid, else a fresh build (stored for next time)."""
         reason = self.stale_reason(key)

@@ -16,13 +16,14 @@ every file; a file that is missing or whose hash differs makes the export invali
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
 import shutil
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -224,6 +225,13 @@ def _shape(tensor: torch.Tensor, axes: Mapping[int, str]) -> tuple[int | str, ..
     return tuple(axes.get(axis, size) for axis, size in enumerate(tensor.shape))
 
 
+def torchscript_exporter_options(export: Callable[..., Any] = torch.onnx.export) -> dict[str, bool]:
+    """Keyword arguments that select the traced (TorchScript) exporter: ``dynamo=False`` where ``export``
+    has that keyword (torch >= 2.5; later releases default to dynamo), nothing on older torch (JetPack 6.0's
+    2.4 wheels), which has only the traced exporter and raises TypeError on the keyword."""
+    return {"dynamo": False} if "dynamo" in inspect.signature(export).parameters else {}
+
+
 def _trace_to_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Path, opset: int) -> None:
     spec = graph.spec
     with warnings.catch_warnings(), torch.no_grad():
@@ -242,7 +250,7 @@ def _trace_to_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Pa
             dynamic_axes={name: dict(axes) for name, axes in spec.dynamic_axes.items()},
             opset_version=opset,
             do_constant_folding=True,
-            dynamo=False,
+            **torchscript_exporter_options(),
         )
 
 

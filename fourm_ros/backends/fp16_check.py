@@ -17,8 +17,9 @@ normals_mean_angle_deg      mean angle between the unit normals                 
 The sequence threshold is lower because greedy decoding amplifies one flipped near-tie into a different
 continuation. The thresholds are initial values, not yet calibrated on a device with real weights.
 The result is stored next to the engines (``tensorrt/fp16_check.json``) together with the sha256 of every
-fp16 engine it checked; ``require_verified`` (used by the backend factory) refuses fp16 engines without a
-passing result for exactly those engines, unless ``engines.allow_unverified_fp16`` is set.
+fp16 engine it checked. ``planned_precision`` (used by the backend factory before it builds anything) runs
+fp16 engines only with a passing result for exactly those engines, or when ``engines.allow_unverified_fp16``
+is set; otherwise the fp32 engines run and the log says why.
 """
 
 from __future__ import annotations
@@ -34,16 +35,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from fourm_ros.backends.base import BackendError
 from fourm_ros.backends.export import write_atomic
 
 if TYPE_CHECKING:
-    from fourm_ros.pipeline.config import PipelineConfig
+    from fourm_ros.pipeline.config import EnginesConfig, PipelineConfig
     from fourm_ros.pipeline.results import Results
 
 LOG = logging.getLogger("fourm_ros.fp16_check")
 REPORT_NAME = "fp16_check.json"
-CHECK_COMMAND = "fourm-ros check-fp16 (fourm_ros.backends.fp16_check.check_fp16)"
+BUILD_COMMAND = "ros2 run fourm_ros fourm-ros build-engines"
+"""The command that builds the engines and runs the check (``fourm-ros build-engines`` in a pip venv)."""
 _PAD_ID = 0
 
 
@@ -173,20 +174,24 @@ def unverified_reason(engine_dir: Path, engines: Mapping[str, str]) -> str | Non
     return None
 
 
-def require_verified(
-    engine_dir: Path, engines: Mapping[str, str], *, allow_unverified: bool, log: logging.Logger = LOG
-) -> None:
-    """Refuse (BackendError) fp16 engines without a passing check, or only warn when the user allows it."""
-    reason = unverified_reason(engine_dir, engines)
+def planned_precision(
+    settings: EnginesConfig, engine_dir: Path, fp16_engines: Mapping[str, str] | None
+) -> tuple[str, str]:
+    """The precision a start runs (``fp16`` or ``fp32``) and why, decided BEFORE any engine is built, so
+    that no start builds fp16 engines only to refuse them. fp16 runs when configured and either verified by
+    a passing check of exactly the current fp16 engines (``fp16_engines``: graph → sha256, None when they
+    are not all built) or allowed unverified; otherwise the fp32 engines run, and the reason says how to
+    get fp16."""
+    if settings.precision == "fp32":
+        return "fp32", "engines.precision is fp32"
+    if settings.allow_unverified_fp16:
+        return "fp16", "UNVERIFIED fp16 engines (engines.allow_unverified_fp16 is true)"
+    reason = "they are not built yet" if fp16_engines is None else unverified_reason(engine_dir, fp16_engines)
     if reason is None:
-        return
-    message = f"the fp16 TensorRT engines in {engine_dir} are not verified: {reason}"
-    if allow_unverified:
-        log.warning("%s; using them anyway (engines.allow_unverified_fp16 is true)", message)
-        return
-    raise BackendError(
-        f"{message}. Run the check with `{CHECK_COMMAND}`, or set engines.precision: fp32, or accept the "
-        "risk with engines.allow_unverified_fp16: true"
+        return "fp16", "the fp16 engines passed the fp16 check"
+    return "fp32", (
+        f"fp32 engines instead of fp16: the fp16 engines are not verified ({reason}); `{BUILD_COMMAND}` "
+        "builds and checks them (or set engines.precision: fp32, or engines.allow_unverified_fp16: true)"
     )
 
 
@@ -210,11 +215,11 @@ def check_fp16(
     import torch
 
     from fourm_ros.backends import job
-    from fourm_ros.backends.tensorrt_backend import engine_directory, import_tensorrt, tensorrt_backend
+    from fourm_ros.backends.tensorrt_backend import engine_directory, require_tensorrt, tensorrt_backend
     from fourm_ros.pipeline.pipeline import Pipeline
     from fourm_ros.sample import sample_frames
 
-    import_tensorrt()  # fail before the long export if TensorRT is missing
+    require_tensorrt(job.tensorrt_device(config))  # fail before the long export
     config = job.float32(config)
     components, manifest = job.export_for(config, log=log)
     profile = job.batch_profile(config, max_batch)

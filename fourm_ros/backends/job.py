@@ -8,6 +8,7 @@ command run ahead of time leaves exactly the files a later start reuses.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import logging
 import os
 from pathlib import Path
@@ -116,19 +117,42 @@ def engine_digests(manifest: Manifest, precision: str) -> dict[str, str]:
 
 def build_engines(
     config: PipelineConfig, *, max_batch: int = 1, log: logging.Logger = LOG
-) -> tuple[Path, dict[str, str]]:
-    """``fourm-ros build-engines``: export if needed, then build (or validate) every TensorRT engine of the
-    job at ``engines.precision``. Returns the engine directory and graph → engine sha256."""
-    from fourm_ros.backends.tensorrt_backend import engine_directory, import_tensorrt, load_engines
-
-    import_tensorrt()  # fail before the long export if TensorRT is missing
-    _, manifest = export_for(config, log=log)
-    load_engines(
-        manifest,
-        precision=config.engines.precision,
-        workspace_mb=config.engines.workspace_mb,
-        profile=batch_profile(config, max_batch),
-        device=tensorrt_device(config),
-        log=log,
+) -> tuple[Path, str, str]:
+    """``fourm-ros build-engines``: export if needed, then build exactly the engines a start will accept,
+    one graph at a time with the torch weights released: ``engines.precision`` fp32 (or fp16 when
+    ``allow_unverified_fp16``), else fp32 and fp16 followed by the fp16 check, whose verdict decides which
+    of the two a start runs. Returns the engine directory, that precision and why."""
+    from fourm_ros.backends.fp16_check import check_fp16, planned_precision
+    from fourm_ros.backends.tensorrt_backend import (
+        current_engine_digests,
+        engine_directory,
+        load_engines,
+        require_tensorrt,
     )
-    return engine_directory(manifest), engine_digests(manifest, config.engines.precision)
+
+    device = tensorrt_device(config)
+    require_tensorrt(device)  # fail before the long export: no TensorRT, an unsupported one, or no GPU
+    components, manifest = export_for(config, log=log)
+    del components  # the fp32 torch weights (3.5 GB for the B job) are not needed to build engines
+    gc.collect()
+    settings = config.engines
+    verify = settings.precision == "fp16" and not settings.allow_unverified_fp16
+    profile = batch_profile(config, max_batch)
+    for precision in ("fp32", "fp16") if verify else (settings.precision,):
+        load_engines(
+            manifest,
+            precision=precision,
+            workspace_mb=settings.workspace_mb,
+            profile=profile,
+            device=device,
+            keep=False,
+            log=log,
+        )
+    fp16_engines = None
+    if verify:
+        check_fp16(config, max_batch=max_batch, log=log)
+        fp16_engines = current_engine_digests(
+            manifest, precision="fp16", workspace_mb=settings.workspace_mb, profile=profile, device=device
+        )
+    precision, why = planned_precision(settings, engine_directory(manifest), fp16_engines)
+    return engine_directory(manifest), precision, why

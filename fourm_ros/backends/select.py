@@ -17,7 +17,7 @@ from torch import nn
 
 from fourm_ros.backends.base import Backend, BackendError
 from fourm_ros.backends.export import ExportFileError, Manifest, cached_export
-from fourm_ros.backends.job import batch_profile, engine_digests, tensorrt_device
+from fourm_ros.backends.job import batch_profile, tensorrt_device
 from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.pipeline.config import PipelineConfig
 
@@ -36,12 +36,15 @@ CPU_REASON = "ONNX Runtime is faster than torch float32 on CPU (python -m fourm_
 
 def tensorrt_problem(device: str = "cuda") -> str | None:
     """Why TensorRT cannot run here (None: it can)."""
-    from fourm_ros.backends.tensorrt_backend import cuda_device
+    from fourm_ros.backends.tensorrt_backend import cuda_device, tensorrt_version_problem
 
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt
     except ImportError:
         return "tensorrt not importable"
+    version_problem = tensorrt_version_problem(getattr(tensorrt, "__version__", "(unknown version)"))
+    if version_problem is not None:
+        return version_problem
     if cuda_device(int(device.partition(":")[2] or 0)) is None:
         return "no CUDA GPU found"
     return None
@@ -107,8 +110,8 @@ def _onnxruntime(config: PipelineConfig, graphs: Mapping[str, nn.Module], model_
 def _tensorrt(
     config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, max_batch: int
 ) -> Backend:
-    from fourm_ros.backends.fp16_check import require_verified
-    from fourm_ros.backends.tensorrt_backend import engine_directory, tensorrt_backend
+    from fourm_ros.backends.fp16_check import planned_precision
+    from fourm_ros.backends.tensorrt_backend import current_engine_digests, engine_directory, tensorrt_backend
 
     device = tensorrt_device(config)
     problem = tensorrt_problem(device)
@@ -116,20 +119,21 @@ def _tensorrt(
         raise BackendError(f"backend tensorrt cannot run here: {problem}; choose onnxruntime or torch")
     manifest = _export(config, graphs, model_id)
     engines = config.engines
-    backend = tensorrt_backend(
-        manifest,
-        precision=engines.precision,
-        workspace_mb=engines.workspace_mb,
-        profile=batch_profile(config, max_batch),
-        device=device,
-    )
-    if engines.precision == "fp16":
-        require_verified(
-            engine_directory(manifest),
-            engine_digests(manifest, "fp16"),
-            allow_unverified=engines.allow_unverified_fp16,
+    profile = batch_profile(config, max_batch)
+    verify = engines.precision == "fp16" and not engines.allow_unverified_fp16
+    fp16_engines = (
+        current_engine_digests(
+            manifest, precision="fp16", workspace_mb=engines.workspace_mb, profile=profile, device=device
         )
-    return backend
+        if verify
+        else None
+    )
+    # Decided before anything is built: a start never builds fp16 engines only to refuse them.
+    precision, why = planned_precision(engines, engine_directory(manifest), fp16_engines)
+    (LOG.warning if precision != engines.precision or "UNVERIFIED" in why else LOG.info)("TensorRT %s", why)
+    return tensorrt_backend(
+        manifest, precision=precision, workspace_mb=engines.workspace_mb, profile=profile, device=device
+    )
 
 
 def create_backend(

@@ -33,7 +33,26 @@ from fourm_ros.backends.export import Manifest, write_atomic
 LOG = logging.getLogger("fourm_ros.tensorrt")
 
 
+SUPPORTED_TENSORRT = (10, 11)
+"""Major versions whose Python API this backend uses (11 builds fp32 engines only, see build_engine)."""
+SUPPORTED_TENSORRT_TEXT = "TensorRT 10.x or 11.x (JetPack 6.1 / 6.2: 10.3; JetPack 7: 10.13 or newer)"
+
+
+def tensorrt_version_problem(version: str) -> str | None:
+    """Why TensorRT ``version`` cannot be used (None: it can). TensorRT 8.6 (JetPack 6.0) is refused: its
+    ONNX parser mishandles opset-17 LayerNormalization in fp16 (NVIDIA/TensorRT#3657) and its API differs
+    (implicit-batch networks by default); nothing of this package was ever run on it."""
+    major = version.split(".", 1)[0]
+    if major.isdigit() and int(major) in SUPPORTED_TENSORRT:
+        return None
+    return (
+        f"TensorRT {version} is not supported (supported: {SUPPORTED_TENSORRT_TEXT}); on JetPack 6.0 "
+        "upgrade to JetPack 6.1 or newer, or choose backend onnxruntime or torch"
+    )
+
+
 def import_tensorrt() -> Any:
+    """The ``tensorrt`` module, refused (BackendError naming the version) unless it is a supported one."""
     try:
         import tensorrt
     except ImportError as error:
@@ -41,7 +60,17 @@ def import_tensorrt() -> Any:
             "TensorRT is not importable: on a Jetson it comes with JetPack (python3-libnvinfer); elsewhere "
             "install the tensorrt wheel matching your CUDA, or choose backend onnxruntime or torch"
         ) from error
+    problem = tensorrt_version_problem(getattr(tensorrt, "__version__", "(unknown version)"))
+    if problem is not None:
+        raise BackendError(problem)
     return tensorrt
+
+
+def require_tensorrt(device: str = "cuda") -> None:
+    """Refuse (BackendError) before any export when TensorRT is missing, unsupported or has no GPU."""
+    import_tensorrt()
+    if cuda_device(_device_index(device)) is None:
+        raise BackendError(f"TensorRT needs a CUDA GPU, but none was found for device {device!r}")
 
 
 def _device_index(device: str) -> int:
@@ -138,7 +167,7 @@ def build_engine(onnx_path: Path, key: EngineKey, timing_cache: Path, *, log: lo
     trt = import_tensorrt()
     logger = _logger(trt)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)  # explicit batch: the only mode in TensorRT 10
+    network = builder.create_network(0)  # explicit batch: the only mode in TensorRT 10 and 11
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -450,6 +479,28 @@ class Engines:
     """The device (made current before deserialising), its stream and allocator."""
 
 
+def engine_keys(
+    manifest: Manifest, stack: Stack, *, precision: str, workspace_mb: int, profile: BatchProfile
+) -> dict[str, EngineKey]:
+    """Graph → the key its engine must have on this stack."""
+    return {
+        name: EngineKey.create(graph, stack, precision=precision, profile=profile, workspace_mb=workspace_mb)
+        for name, graph in manifest.graphs.items()
+    }
+
+
+def current_engine_digests(
+    manifest: Manifest, *, precision: str, workspace_mb: int, profile: BatchProfile, device: str = "cuda"
+) -> dict[str, str] | None:
+    """Graph → sha256 of each cached engine of ``precision`` when all are current on this stack (a start
+    would load them without building), else None. Reads records only: nothing is built or loaded."""
+    keys = engine_keys(
+        manifest, current_stack(device), precision=precision, workspace_mb=workspace_mb, profile=profile
+    )
+    cache = EngineCache(engine_directory(manifest), build=build_engine, deserialize=deserializer())
+    return cache.current_digests(keys)
+
+
 def load_engines(
     manifest: Manifest,
     *,
@@ -457,9 +508,12 @@ def load_engines(
     workspace_mb: int,
     profile: BatchProfile,
     device: str = "cuda",
+    keep: bool = True,
     log: logging.Logger = LOG,
 ) -> Engines:
-    """Every graph's engine, from the cache next to the export, or built (minutes each) and cached."""
+    """Every graph's engine, from the cache next to the export, or built (minutes each) and cached, one
+    graph at a time. ``keep=False`` (``fourm-ros build-engines``) releases each engine once it is built
+    and cached, so an 8 GB Jetson holds one builder at a time and no engine; ``engines`` is then empty."""
     stack = current_stack(device)
     log.info("TensorRT %s on %s (sm %s)", stack.tensorrt, stack.gpu, stack.compute_capability)
     memory = device_memory(device)
@@ -470,10 +524,13 @@ def load_engines(
         deserialize=deserialize,
         log=log,
     )
-    engines, keys = {}, {}
-    for name, graph in manifest.graphs.items():
-        key = EngineKey.create(graph, stack, precision=precision, profile=profile, workspace_mb=workspace_mb)
-        engines[name], keys[name] = cache.load(key, manifest.path(name)), key
+    keys = engine_keys(manifest, stack, precision=precision, workspace_mb=workspace_mb, profile=profile)
+    engines = {}
+    for name, key in keys.items():
+        engine = cache.load(key, manifest.path(name))
+        if keep:
+            engines[name] = engine
+        del engine
     return Engines(engines, keys, deserialize.runtime, memory)
 
 

@@ -21,6 +21,8 @@ from PIL import Image
 MODEL_SIZE = 224
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+BICUBIC = Image.Resampling.BICUBIC if hasattr(Image, "Resampling") else Image.BICUBIC
+"""PIL's bicubic filter: ``Image.Resampling`` exists from Pillow 9.1; Ubuntu 22.04 / JetPack 6 have 9.0.1."""
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def crop_and_resize(frame: np.ndarray, crop: CropMap) -> np.ndarray:
     window = frame[crop.top : crop.top + crop.side, crop.left : crop.left + crop.side]
     if crop.side == crop.size:
         return np.ascontiguousarray(window)
-    resized = Image.fromarray(window).resize((crop.size, crop.size), resample=Image.Resampling.BICUBIC)
+    resized = Image.fromarray(window).resize((crop.size, crop.size), resample=BICUBIC)
     return np.asarray(resized)
 
 

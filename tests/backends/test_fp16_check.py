@@ -1,20 +1,20 @@
-"""The fp16-vs-fp32 comparison and the rule that unverified fp16 engines are refused."""
+"""The fp16-vs-fp32 comparison and the rule that only verified fp16 engines run (fp32 otherwise)."""
 
 import dataclasses
-import logging
+import re
 
 import numpy as np
 import pytest
 
-from fourm_ros.backends.base import BackendError
 from fourm_ros.backends.fp16_check import (
     Fp16Thresholds,
     compare_results,
     load_report,
-    require_verified,
+    planned_precision,
     store_report,
 )
 from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from fourm_ros.pipeline.config import EnginesConfig
 from fourm_ros.pipeline.pipeline import Pipeline
 from fourm_ros.sample import sample_frames
 
@@ -34,9 +34,11 @@ def test_a_faithful_backend_passes(results):
     report = compare_results(*results)
     assert report.passed, report.summary()
     assert report.frames == 2
-    assert report.metrics["dense_token_agreement"] == 1.0
-    assert report.metrics["sequence_token_agreement"] == 1.0
-    assert report.metrics["segmentation_agreement"] == 1.0
+    # Argmaxes of float32 logits: another onnxruntime build flips a near-tie now and then (1 label in
+    # 50 176 with onnxruntime 1.23 on Python 3.10), so agreement, not equality, is what a backend guarantees.
+    assert report.metrics["dense_token_agreement"] >= 0.999
+    assert report.metrics["sequence_token_agreement"] >= 0.95
+    assert report.metrics["segmentation_agreement"] >= 0.999
     assert report.metrics["depth_mean_abs_error"] < 1e-4
     assert report.metrics["normals_mean_angle_deg"] < 0.1
     assert "PASSED" in report.summary()
@@ -79,34 +81,46 @@ def test_results_of_different_frames_are_refused(results):
         compare_results(reference, candidate[:1])
 
 
-def test_unchecked_fp16_engines_are_refused_with_instructions(tmp_path):
-    with pytest.raises(BackendError) as error:
-        require_verified(tmp_path, ENGINES, allow_unverified=False)
-    message = str(error.value)
-    assert "never checked against fp32" in message
-    assert "fourm-ros check-fp16" in message
-    assert "engines.precision: fp32" in message and "engines.allow_unverified_fp16: true" in message
+def test_unchecked_fp16_engines_are_not_run_and_the_reason_says_how(tmp_path):
+    precision, why = planned_precision(EnginesConfig(), tmp_path, ENGINES)
+    assert precision == "fp32"
+    assert "never checked against fp32" in why
+    assert "ros2 run fourm_ros fourm-ros build-engines" in why
+    assert "engines.precision: fp32" in why and "engines.allow_unverified_fp16: true" in why
 
 
-def test_the_override_only_warns(tmp_path, caplog):
-    with caplog.at_level(logging.WARNING):
-        require_verified(tmp_path, ENGINES, allow_unverified=True)
-    assert "not verified" in caplog.text and "allow_unverified_fp16 is true" in caplog.text
+def test_fp16_engines_that_are_not_built_yet_are_planned_as_fp32(tmp_path):
+    """The decision comes before the build: a start with nothing built builds fp32, not fp16 to refuse."""
+    precision, why = planned_precision(EnginesConfig(), tmp_path, None)
+    assert precision == "fp32" and "not built yet" in why
+
+
+def test_the_override_runs_fp16_unverified_and_says_so(tmp_path):
+    precision, why = planned_precision(EnginesConfig(allow_unverified_fp16=True), tmp_path, None)
+    assert precision == "fp16" and "UNVERIFIED" in why and "allow_unverified_fp16 is true" in why
+
+
+def test_fp32_is_fp32(tmp_path):
+    assert planned_precision(EnginesConfig(precision="fp32"), tmp_path, ENGINES)[0] == "fp32"
 
 
 def test_a_passing_check_covers_exactly_its_engines(results, tmp_path):
     report = compare_results(*results)
     path = store_report(report, tmp_path, ENGINES)
     assert path.name == "fp16_check.json" and load_report(tmp_path).engines == ENGINES
-    require_verified(tmp_path, ENGINES, allow_unverified=False)
+    assert planned_precision(EnginesConfig(), tmp_path, ENGINES) == (
+        "fp16",
+        "the fp16 engines passed the fp16 check",
+    )
     rebuilt = {**ENGINES, "encoder": "3" * 64}
-    with pytest.raises(BackendError, match="rebuilt after the last fp16 check"):
-        require_verified(tmp_path, rebuilt, allow_unverified=False)
+    precision, why = planned_precision(EnginesConfig(), tmp_path, rebuilt)
+    assert precision == "fp32" and "rebuilt after the last fp16 check" in why
 
 
-def test_a_failed_check_is_refused(results, tmp_path):
+def test_a_failed_check_runs_fp32(results, tmp_path):
     reference, _ = results
     rng = np.random.default_rng(1)
     store_report(compare_results(reference, [_degraded(r, rng) for r in reference]), tmp_path, ENGINES)
-    with pytest.raises(BackendError, match=r"FAILED the fp16 check: .*dense_token_agreement"):
-        require_verified(tmp_path, ENGINES, allow_unverified=False)
+    precision, why = planned_precision(EnginesConfig(), tmp_path, ENGINES)
+    assert precision == "fp32"
+    assert re.search(r"FAILED the fp16 check: .*dense_token_agreement", why)

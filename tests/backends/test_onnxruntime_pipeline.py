@@ -1,8 +1,9 @@
-"""The whole pipeline on ONNX Runtime equals the pipeline on torch, on the sample photographs."""
+"""The whole pipeline on ONNX Runtime agrees with the pipeline on torch, on the sample photographs."""
 
 import numpy as np
 import pytest
 
+from fourm_ros.backends.fp16_check import Fp16Thresholds, compare_results
 from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from fourm_ros.backends.select import create_backend
 from fourm_ros.pipeline.pipeline import Pipeline
@@ -10,6 +11,16 @@ from fourm_ros.sample import sample_frames
 
 MAP_TOLERANCE = 1e-4
 """Depth (standardised, O(1)) and unit normals: float32 differences between the backends are ~1e-5."""
+AGREEMENT = Fp16Thresholds(
+    dense_token_agreement=0.999,
+    sequence_token_agreement=0.95,
+    segmentation_agreement=0.999,
+    depth_mean_abs_error=1e-3,
+    normals_mean_angle_deg=0.1,
+)
+"""What the backends guarantee each other. Token ids and labels are argmaxes: a float32 difference of one
+ulp (another onnxruntime build, CPU or BLAS) flips a near-tie, e.g. 1 label in 50 176 with onnxruntime 1.23
+on Python 3.10; exact equality is platform luck, agreement of 99.9 % is not."""
 
 
 @pytest.fixture(scope="module")
@@ -18,19 +29,25 @@ def frames():
 
 
 def _assert_same(expected, actual):
+    """``actual`` agrees with ``expected`` within AGREEMENT; where the tokens of a map are identical, the
+    map itself is equal within float32 noise, and so are the caption and persons of identical sequences."""
     assert len(expected) == len(actual)
+    report = compare_results(expected, actual, AGREEMENT)
+    assert report.passed, report.summary()
     for want, got in zip(expected, actual, strict=True):
         assert set(got.tokens) == set(want.tokens)
-        for name, tokens in want.tokens.items():
-            np.testing.assert_array_equal(got.tokens[name], tokens, err_msg=name)
-        np.testing.assert_array_equal(got.labels, want.labels)
-        np.testing.assert_allclose(got.depth, want.depth, atol=MAP_TOLERANCE, rtol=0)
-        np.testing.assert_allclose(got.normals, want.normals, atol=MAP_TOLERANCE, rtol=0)
-        assert got.caption == want.caption
-        assert len(got.persons) == len(want.persons)
+        same = {name: np.array_equal(got.tokens[name], want.tokens[name]) for name in want.tokens}
+        if same["tok_depth@224"]:
+            np.testing.assert_allclose(got.depth, want.depth, atol=MAP_TOLERANCE, rtol=0)
+        if same["tok_normal@224"]:
+            np.testing.assert_allclose(got.normals, want.normals, atol=MAP_TOLERANCE, rtol=0)
+        if same["caption"]:
+            assert got.caption == want.caption
+        if same["human_poses"]:
+            assert len(got.persons) == len(want.persons)
 
 
-def test_pipeline_on_onnxruntime_equals_torch(tiny, tiny_config, tiny_export, frames):
+def test_pipeline_on_onnxruntime_agrees_with_torch(tiny, tiny_config, tiny_export, frames):
     torch_results = Pipeline(tiny_config, tiny)(frames)
     ort_results = Pipeline(tiny_config, tiny, OnnxRuntimeBackend(tiny_export, threads=1))(frames)
     _assert_same(torch_results, ort_results)
