@@ -11,9 +11,16 @@ WEIGHTS ?= random
 WEIGHT_ARGS := $(if $(filter random,$(WEIGHTS)),--random-weights,)
 # torch, not the CPU default ONNX Runtime: that one first exports ~4 GB of ONNX graphs into the cache.
 
-.PHONY: demo test
+# The JetPack lane: the whole suite on Python 3.10 with the oldest versions the README supports on JetPack 6
+# (numpy 1.x, Pillow 9.0.1, onnxruntime 1.23, torch 2.5), every package of requirements.txt pinned by
+# constraints/jetpack6.txt, in its own .venv-jp6. .ci/run runs it after `make test`.
+JP6_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python3.10) $(shell command -v python3.10))
+JP6_VENV := .venv-jp6
+JP6_STAMP := $(JP6_VENV)/.installed
 
-$(STAMP): requirements.txt setup.py
+.PHONY: demo test test-jetpack
+
+$(STAMP): requirements.txt setup.py pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
@@ -29,3 +36,18 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
+
+# requirements.txt names the packages, constraints/jetpack6*.txt their JetPack 6 versions (tests/test_packaging.py
+# checks that every one has a pin there).
+$(JP6_STAMP): requirements.txt constraints/jetpack6.txt constraints/jetpack6-ci.txt setup.py pyproject.toml
+	@test -n "$(JP6_PYTHON)" || { echo "test-jetpack needs Python 3.10 (pyenv install 3.10.13)"; exit 1; }
+	test -x $(JP6_VENV)/bin/python || $(JP6_PYTHON) -m venv $(JP6_VENV)
+	sed -e 's/[=<>~!].*//' -e '/^#/d' -e '/^$$/d' requirements.txt > $(JP6_VENV)/packages.txt
+	$(JP6_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+		-c constraints/jetpack6.txt -c constraints/jetpack6-ci.txt -r $(JP6_VENV)/packages.txt
+	$(JP6_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(JP6_VENV)/bin/python -m pip check
+	touch $(JP6_STAMP)
+
+test-jetpack: $(JP6_STAMP)
+	$(JP6_VENV)/bin/python -m pytest

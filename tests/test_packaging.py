@@ -1,5 +1,6 @@
 """What a user installs: launch and rviz files (and their topics), the ament index entry, console scripts."""
 
+import re
 import subprocess
 import sys
 import zipfile
@@ -17,7 +18,8 @@ from fourm_ros.ros.launch_support import (
     write_rviz_config,
 )
 
-CONFIG = Path(__file__).resolve().parents[1] / "config"
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config"
 
 
 def test_every_rviz_topic_is_published_by_the_node_or_the_camera():
@@ -141,3 +143,68 @@ def test_colcon_installs_the_executables_where_ros2_launch_looks():
     """ros2 launch runs <prefix>/lib/fourm_ros/perception_node: setup.cfg sends console scripts there."""
     setup_cfg = (CONFIG.parent / "setup.cfg").read_text()
     assert "[install]\ninstall_scripts=$base/lib/fourm_ros" in setup_cfg
+
+
+def _bash_blocks(markdown: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", markdown, flags=re.DOTALL)
+
+
+def test_colcon_instructions_call_the_commands_as_they_are_on_path():
+    """colcon installs console scripts into lib/fourm_ros (setup.cfg), which is not on PATH: every README
+    block that builds with colcon must run them through `ros2 run fourm_ros ...` (or launch the node)."""
+    assert "install_scripts=$base/lib/fourm_ros" in (ROOT / "setup.cfg").read_text()
+    colcon_blocks = [
+        block
+        for path in (ROOT / "README.md", ROOT / "engines" / "README.md")
+        for block in _bash_blocks(path.read_text())
+        if "colcon build" in block or "ros2 run" in block
+    ]
+    assert len(colcon_blocks) >= 3  # JetPack 6, JetPack 7, engines/README.md
+    for block in colcon_blocks:
+        for command in ("fourm-ros", "perception_node"):
+            bare = re.findall(rf"(?<!ros2 run fourm_ros ){command}\b", block)
+            assert not bare, f"{command} is not on PATH after colcon build:\n{block}"
+
+
+def test_the_robot_pip_steps_keep_numpy_1_and_never_upgrade():
+    """rosdep's pip keys run `pip3 install -U` (numpy 2 over the distribution's OpenCV): package.xml has
+    none, and the README's pip steps go through the JetPack constraints file, which pins numpy 1.x."""
+    package = (ROOT / "package.xml").read_text()
+    assert not re.findall(r"<exec_depend>[^<]*-pip</exec_depend>", package)
+    for key in ("python3-pil", "builtin_interfaces", "rcl_interfaces", "ament_index_python"):
+        assert f"<exec_depend>{key}</exec_depend>" in package
+    pins = dict(
+        line.split("==")
+        for line in (ROOT / "constraints" / "jetpack6.txt").read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    )
+    assert pins["numpy"].startswith("1.") and pins["pillow"] == "9.0.1"
+    robot_pip = [
+        line
+        for block in _bash_blocks((ROOT / "README.md").read_text())
+        if "colcon build" in block
+        for line in block.replace("\\\n", " ").splitlines()
+        if re.match(r"\s*(PIP_\w+=\S+ )?pip3? install", line)
+    ]
+    assert len(robot_pip) >= 3
+    for line in robot_pip:
+        assert "-U" not in line.split() and "--upgrade" not in line
+        assert "constraints/jetpack6.txt" in line or "PyTorch wheel" in line, line
+
+
+def test_every_requirement_has_a_jetpack_6_pin():
+    """The JetPack lane installs the packages of requirements.txt at the versions of the constraints files;
+    an unpinned one would silently test the newest release instead of what a Jetson has."""
+    names = [
+        re.split(r"[=<>~!]", line)[0].strip().lower()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    pinned = {
+        line.split("==")[0].strip().lower()
+        for path in (ROOT / "constraints").glob("jetpack6*.txt")
+        for line in path.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    }
+    assert len(names) > 20
+    assert [name for name in names if name not in pinned] == []
