@@ -22,7 +22,7 @@ import torch
 from fourm_ros.backends.base import Backend
 from fourm_ros.backends.graphs import DENSE_TARGETS, SEQUENCE_TARGETS
 from fourm_ros.backends.job import job_graphs
-from fourm_ros.backends.select import create_backend
+from fourm_ros.backends.select import choose_backend, create_backend
 from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.model import generation
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
@@ -30,7 +30,13 @@ from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.pipeline.metric_depth import sensor_depth_to_grid
 from fourm_ros.pipeline.preprocess import CropMap, preprocess
 from fourm_ros.pipeline.results import PersonResult, Results
-from fourm_ros.pipeline.weights import RANDOM_WEIGHTS_WARNING, TOKENIZER_TASKS, Components, load_components
+from fourm_ros.pipeline.weights import (
+    RANDOM_WEIGHTS_WARNING,
+    TOKENIZER_TASKS,
+    Components,
+    load_components,
+    resolve_precision,
+)
 from fourm_ros.tokenizers import divae, skeleton, text
 from fourm_ros.tokenizers.ddim import DDIMSampler
 from fourm_ros.tokenizers.depth_encoder import standardize_depth
@@ -138,12 +144,14 @@ class Pipeline:
         """Load the weights the configuration names and build the pipeline on the configured backend."""
         if config.threads:
             torch.set_num_threads(config.threads)
+        config = resolve_precision(config, choose_backend(config)[0])
         components = load_components(config)
         backend = create_backend(
             config,
             job_graphs(config, components),
             model_id=components.model_name,
             max_batch=config.engines.max_batch,
+            release_exported=True,  # an exported backend never computes with the torch copies again
         )
         return cls(config, components, backend)
 
