@@ -131,9 +131,11 @@ class OnnxRuntimeBackend(Backend):
             try:
                 if self._weights is not None:
                     self._weights.add_to(options, path)
-                self._sessions[graph] = onnxruntime.InferenceSession(
-                    str(path), sess_options=options, providers=providers
-                )
+                session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
+                # The session computes on views into the mapped file; ORT does not keep them alive, so each
+                # session holds them itself (a session used after its backend is gone would crash).
+                session.shared_weights = self._weights
+                self._sessions[graph] = session
             except Exception as error:  # ORT raises its own pybind exception types for unreadable models
                 raise ExportFileError(
                     f"ONNX Runtime cannot load {path} ({type(error).__name__}: {error}); the file is corrupt "
