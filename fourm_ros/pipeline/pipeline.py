@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from time import perf_counter
@@ -219,10 +219,15 @@ class Pipeline:
         return self._results(prepared, fields, timings)
 
     def sequences(
-        self, frames: Sequence[np.ndarray], tasks: Sequence[str] | None = None, depth: SensorDepth = None
+        self,
+        frames: Sequence[np.ndarray],
+        tasks: Sequence[str] | None = None,
+        depth: SensorDepth = None,
+        pause: Callable[[], None] | None = None,
     ) -> list[Results]:
         """Only the sequence tasks ``tasks`` (default: every enabled one) of each frame, whatever
-        ``every_n_frames`` says: the caller decides which frames are due (dense fields stay None)."""
+        ``every_n_frames`` says: the caller decides which frames are due (dense fields stay None).
+        ``pause`` is called before each generation step, so a caller can yield the CPU to other work."""
         tasks = self._sequences if tasks is None else tuple(tasks)
         unknown = [task for task in tasks if task not in self._sequences]
         if unknown:
@@ -230,7 +235,7 @@ class Pipeline:
         timings: dict[str, float] = {}
         prepared = self._prepare(frames, timings, depth)
         fields = self._new_fields(len(frames))
-        self._run_sequences(prepared, tasks, fields, timings)
+        self._run_sequences(prepared, tasks, fields, timings, pause)
         return self._results(prepared, fields, timings)
 
     def _prepare(
@@ -319,6 +324,7 @@ class Pipeline:
         tasks: Sequence[str],
         fields: list[dict[str, Any]],
         timings: dict[str, float],
+        pause: Callable[[], None] | None = None,
     ) -> None:
         """Captions and human poses by autoregression with a KV cache."""
         if not tasks:
@@ -330,7 +336,7 @@ class Pipeline:
             cross_kv = self.backend.run("cross_kv", context=context)["cross_kv"]
         for task in tasks:
             with _timed(timings, task):
-                ids = self._generate(task, cross_kv, batch).numpy()
+                ids = self._generate(task, cross_kv, batch, pause).numpy()
             for b, frame_fields in enumerate(fields):
                 frame_fields["tokens"][SEQUENCE_TARGETS[task]] = ids[b]
             if task == "caption":
@@ -400,7 +406,9 @@ class Pipeline:
             return divae.relative_depth(output)
         return divae.optical_frame_normals(divae.unit_normals(output))
 
-    def _generate(self, task: str, cross_kv: Any, batch: int) -> torch.Tensor:
+    def _generate(
+        self, task: str, cross_kv: Any, batch: int, pause: Callable[[], None] | None = None
+    ) -> torch.Tensor:
         """Autoregressive ids [B, T] of a sequence task, with the static-shape KV cache of its step graph."""
         settings = getattr(self.config.tasks, task)
         cfg = self._model_config
@@ -410,6 +418,8 @@ class Pipeline:
 
         def step(token: torch.Tensor, position: int) -> torch.Tensor:
             nonlocal cache
+            if pause is not None:
+                pause()
             out = self.backend.run(
                 graph,
                 token=token.numpy(),
