@@ -122,7 +122,8 @@ class NodeConfig:
     )
     require_camera_info: bool = setting(
         True,
-        "skip (and count) frames without a matching CameraInfo; false: publish them without grid/camera_info",
+        "skip (and count) frames without a matching CameraInfo; false: publish them without the "
+        "*/camera_info outputs",
     )
     publish_color: bool = setting(True, "also publish normals/color and segmentation/color (rgb8 pictures)")
     mono16_range: tuple[int, ...] = setting((0, 65535), "mono16 input values mapped to black and white")
