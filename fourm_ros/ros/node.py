@@ -74,6 +74,7 @@ MESSAGE_TYPES = {
     "visualization_msgs/msg/MarkerArray": MarkerArray,
     "visualization_msgs/msg/Marker": Marker,
     "geometry_msgs/msg/PoseArray": PoseArray,
+    "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray,
 }
 LOG_THROTTLE_S = 5.0
 CAMERA_INFOS_KEPT = 16
