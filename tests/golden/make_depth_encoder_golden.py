@@ -1,55 +1,27 @@
-"""Regenerate ``tests/tokenizers/data/depth_encoder_golden.npz`` by running apple/ml-4m's own code.
+"""Regenerate tests/tokenizers/data/depth_encoder_golden.npz: ml-4m's depth tokenizer encoder half.
 
-Run once by hand (not by pytest), with a checkout of ml-4m and einops importable, e.g.::
-
-    git --git-dir=<ml-4m.git> archive HEAD fourm/vq fourm/data/modality_transforms.py | tar x -C /tmp/ml4m
-    pip install --target /tmp/ml4m-pkgs einops
-    PYTHONPATH=/tmp/ml4m-pkgs:tests/tokenizers:tests \
-        .venv/bin/python tests/golden/make_depth_encoder_golden.py /tmp/ml4m
+    python tests/golden/make_depth_encoder_golden.py --ml4m /path/to/ml-4m \
+        -o tests/tokenizers/data/depth_encoder_golden.npz
 
 What runs from ml-4m: ``ViTEncoder`` (fourm/vq/models/vit_models.py), a 1×1 ``Conv2d`` ``quant_proj`` and
 ``VectorQuantize`` with ``use_cosine_sim=True`` (fourm/vq/quantizers/quantize_lucid.py), composed as
 ``VQ.encode`` composes them (fourm/vq/vqvae.py); and ``DepthTransform.truncated_depth_standardization``
-(fourm/data/modality_transforms.py), taken out of that file by name because the file's other imports
-(albumentations, torchvision) are not needed for it. Weights are tiny and synthetic (the tokenizer tests'
-``synthetic_tensors``, seed ``SEED``), so only inputs and outputs are stored.
+(fourm/data/modality_transforms.py). Weights are tiny and synthetic (the tokenizer tests'
+``synthetic_tensors``, seed ``SEED``), so only inputs, outputs and the provenance (``meta/``) are stored.
 """
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-from conftest import TINY_DEPTH_ENCODER as TINY_CONFIG
-from conftest import TINY_VIT, Synthetic
+from _reference import REPO_ROOT, parse_arguments, save, use_reference
 
 from fourm_ros.tokenizers.depth_encoder import fill_holes
 
 SEED = 11
-OUTPUT = Path(__file__).resolve().parents[1] / "tokenizers" / "data" / "depth_encoder_golden.npz"
-
-
-def _module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def _standardization(path: Path):
-    """ml-4m's truncated_depth_standardization, compiled from its source file."""
-    tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef) and node.name == "truncated_depth_standardization":
-            node.decorator_list = []
-            namespace = {"torch": torch}
-            exec(compile(ast.Module([node], []), str(path), "exec"), namespace)
-            return namespace[node.name]
-    raise LookupError(f"truncated_depth_standardization not found in {path}")
+DEFAULT_OUTPUT = REPO_ROOT / "tests" / "tokenizers" / "data" / "depth_encoder_golden.npz"
 
 
 def depth_maps() -> list[np.ndarray]:
@@ -64,10 +36,17 @@ def depth_maps() -> list[np.ndarray]:
     return maps
 
 
-def main(reference: Path) -> None:
-    vit = _module(reference / "fourm/vq/models/vit_models.py", "ref_vit_models")
-    lucid = _module(reference / "fourm/vq/quantizers/quantize_lucid.py", "ref_quantize_lucid")
-    standardize = _standardization(reference / "fourm/data/modality_transforms.py")
+def main() -> None:
+    args = parse_arguments(__doc__.splitlines()[0], DEFAULT_OUTPUT)
+    commit = use_reference(args.ml4m)
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "tokenizers"))  # its conftest: the tiny configs, weights
+    from conftest import TINY_DEPTH_ENCODER as TINY_CONFIG
+    from conftest import TINY_VIT, Synthetic
+    from fourm.data.modality_transforms import DepthTransform
+    from fourm.vq.models import vit_models as vit
+    from fourm.vq.quantizers import quantize_lucid as lucid
+
+    standardize = DepthTransform.truncated_depth_standardization
 
     state = Synthetic().depth_encoder_state(SEED)
     encoder = vit.ViTEncoder(
@@ -116,11 +95,8 @@ def main(reference: Path) -> None:
         arrays[f"tokens_{index}"] = tokens.numpy()
         arrays[f"margin_{index}"] = (top[..., 0] - top[..., 1]).numpy()
         print(f"map {index}: {tokens.shape[1]}×{tokens.shape[2]} tokens, {len(np.unique(tokens))} distinct")
-    np.savez_compressed(OUTPUT, seed=np.array(SEED), **arrays)
-    print(f"wrote {OUTPUT}")
+    save(args.output, {"seed": np.array(SEED), **arrays}, commit)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        raise SystemExit(__doc__)
-    main(Path(sys.argv[1]))
+    main()

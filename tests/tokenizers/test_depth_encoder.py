@@ -5,6 +5,8 @@ ViTEncoder, quant_proj and cosine-similarity VectorQuantize (and its truncated d
 the tiny synthetic weights regenerated here from the same seed.
 """
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -103,3 +105,9 @@ def test_tokenize_refuses_a_wrong_shape(synthetic):
         encoder.tokenize(torch.zeros(1, 3, 64, 64))
     with pytest.raises(ValueError, match="multiples of 16"):
         encoder.tokenize(torch.zeros(1, 1, 60, 64))
+
+
+def test_golden_file_records_how_it_was_made():
+    assert re.fullmatch(r"[0-9a-f]{40}", str(GOLDEN["meta/reference_commit"]))
+    assert str(GOLDEN["meta/command"]).startswith("python tests/golden/make_depth_encoder_golden.py --ml4m ")
+    assert {"python", "torch", "numpy"} <= set(json.loads(str(GOLDEN["meta/versions"])))
