@@ -270,14 +270,35 @@ def _replay(args: argparse.Namespace) -> int:
         return 130
 
 
+def _bag_depth_topic(bag: Path, values: dict[str, Any]) -> str | None:
+    """With ``ros.depth_topic`` set, the bag's depth topic to play into the node (it must have one)."""
+    if not (values.get("ros") or {}).get("depth_topic"):
+        return None
+    from rosbags.rosbag2 import Reader
+
+    from fourm_ros.ros.replay import ReplayError, depth_image_topics
+
+    with Reader(bag) as reader:
+        found = depth_image_topics(reader)
+    if len(found) != 1:
+        raise ReplayError(
+            f"ros.depth_topic is set, so replay plays the bag's depth topic, but the bag has {len(found)} "
+            f"depth image topics {found}; choose one with --depth-topic"
+        )
+    return found[0]
+
+
 def _run_replay(args: argparse.Namespace) -> int:
     from fourm_ros.ros.node import node_factory as make_node_factory
     from fourm_ros.ros.pictures import OutputPictures
     from fourm_ros.ros.replay import replay
 
-    node_factory, random_weights = None, False
+    node_factory, random_weights, depth_topic = None, False, args.depth_topic
     if args.run_node:
         values = settings(args)
+        depth_topic = depth_topic or _bag_depth_topic(args.input, values)
+        if depth_topic:  # the in-process node reads the bag's depth topic (and camera_info beside it)
+            values.setdefault("ros", {})["depth_topic"] = depth_topic
         # Fail here, with the setting named, rather than inside the node.
         random_weights = PipelineConfig.from_dict(values).random_weights
         node_factory = make_node_factory(values, args.namespace)
@@ -289,6 +310,7 @@ def _run_replay(args: argparse.Namespace) -> int:
         rate=args.rate,
         namespace=args.namespace,
         image_topic=args.image_topic,
+        depth_topic=depth_topic,
         node_inputs=args.node_inputs,
         record_inputs=args.record_inputs,
         frame_timeout_s=args.frame_timeout,
@@ -434,6 +456,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="also record the played images and camera_info, so one bag shows input and outputs",
     )
     replay.add_argument("--image-topic", help="the bag's image topic if it has several")
+    replay.add_argument(
+        "--depth-topic",
+        help="also play this registered depth topic of the bag (16UC1/32FC1, with its camera_info); with "
+        "--run-node the node gets ros.depth_topic set to it (found in the bag when ros.depth_topic is set)",
+    )
     replay.add_argument("--run-node", action="store_true", help="run perception_node in this process")
     replay.add_argument("--pictures", type=Path, help="also write a contact sheet per frame into this folder")
     replay.add_argument(

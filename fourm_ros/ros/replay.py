@@ -7,7 +7,10 @@ either at the recorded rate or in lock-step: the next frame goes out when the no
 one done, on ``processed`` or on ``frame_outcome`` (a skipped frame: bad input, no camera_info), so no
 frame is dropped and a rejected frame never stalls the replay. Every output topic of the node (and, on
 request, the input images) is recorded as serialised CDR into a rosbag2 that ``ros2 bag info`` / ``ros2
-bag play`` read, each message at the stamp of the frame it belongs to.
+bag play`` read, each message at the stamp of the frame it belongs to. An RGB-D bag's registered depth
+topic (``depth_topic``, with the camera_info beside it) is played too, each depth frame just before the
+colour frame of its stamp, so that a node with ``ros.depth_topic`` pairs them and publishes
+``depth/metric`` and ``points``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from rclpy.node import Node
 from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 from rosbags.rosbag2 import Reader
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Header
 from tqdm import tqdm
 
@@ -45,10 +48,15 @@ INFO_LEAD_S = 0.02
 """Pause between a frame's camera_info and its image: messages of two topics are not ordered by DDS."""
 LAST_OUTPUTS_S = 0.5
 """How long to keep recording after the last frame is done: its other outputs are still in flight."""
+DEPTH_ENCODINGS = ("16UC1", "32FC1")
+"""Encodings of a depth image (mm, m): an image topic with one of them is depth, not the colour camera."""
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
 FRAME_OUTCOME = "frame_outcome"
 """diagnostic_msgs/DiagnosticArray, one per input frame: header = the frame's, level 0 = processed,
 1 = skipped with the reason as message (the node's contract with replay)."""
+
+OUTPUT_TYPES = {**MESSAGE_TYPES, "sensor_msgs/msg/PointCloud2": PointCloud2}
+"""The message classes of every output recorded (the node's, and the RGB-D ``points``)."""
 
 StampKey = tuple[int, int, str]
 
@@ -77,9 +85,45 @@ class CameraStream:
     info_topic: str | None
 
 
+@dataclass(frozen=True)
+class DepthStream:
+    image_topic: str
+    info_topic: str | None
+
+
+def depth_image_topics(reader: Reader) -> list[str]:
+    """The bag's raw image topics whose first message is a depth image (16UC1 or 32FC1)."""
+    found = []
+    for connection in reader.connections:
+        if connection.msgtype != "sensor_msgs/msg/Image":
+            continue
+        for _, _, data in reader.messages(connections=[connection]):
+            if deserialize_message(data, Image).encoding in DEPTH_ENCODINGS:
+                found.append(connection.topic)
+            break
+    return sorted(set(found))
+
+
+def find_depth(reader: Reader, depth_topic: str) -> DepthStream:
+    """The registered depth stream of a bag: ``depth_topic`` and the camera_info beside it (if any)."""
+    depths = depth_image_topics(reader)
+    if depth_topic not in depths:
+        raise ReplayError(
+            f"{depth_topic} is not a depth image topic (sensor_msgs/Image, {' or '.join(DEPTH_ENCODINGS)}) "
+            f"of the bag; depth topics: {depths}"
+        )
+    info = f"{depth_topic.rsplit('/', 1)[0]}/camera_info"
+    infos = {c.topic for c in reader.connections if c.msgtype == "sensor_msgs/msg/CameraInfo"}
+    return DepthStream(depth_topic, info if info in infos else None)
+
+
 def find_camera(reader: Reader, image_topic: str | None = None) -> CameraStream:
-    """The camera stream of a bag: its image topic (raw or compressed) and the camera_info beside it."""
-    images = {c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES}
+    """The camera stream of a bag: its image topic (raw or compressed) and the camera_info beside it
+    (depth image topics are not candidates for the colour camera)."""
+    depths = set(depth_image_topics(reader)) if image_topic is None else set()
+    images = {
+        c.topic: c.msgtype for c in reader.connections if c.msgtype in IMAGE_TYPES and c.topic not in depths
+    }
     infos = [c.topic for c in reader.connections if c.msgtype == "sensor_msgs/msg/CameraInfo"]
     if image_topic is None:
         if not images:
@@ -133,14 +177,14 @@ class _Recorder:
         self.processed: set[StampKey] = set()
         self.skipped: dict[StampKey, str] = {}
         self.last_sent_ns = 0
-        for out in topics.OUTPUTS:
+        for out in (*topics.OUTPUTS, *topics.RGBD_OUTPUTS):
             qos = make_qos("latched") if out.topic == "segmentation/labels" else make_qos("output", depth=50)
             self._subscribe(node, f"{namespace}/{out.topic}", out.msgtype, qos, out.topic)
         outcome_type = message_type_name(DiagnosticArray)
         self._subscribe(node, f"{namespace}/{FRAME_OUTCOME}", outcome_type, make_qos("output", depth=50))
 
     def _subscribe(self, node: Node, name: str, msgtype: str, qos, output: str | None = None) -> None:
-        kind = DiagnosticArray if output is None else MESSAGE_TYPES[msgtype]
+        kind = DiagnosticArray if output is None else OUTPUT_TYPES[msgtype]
         node.create_subscription(
             kind, name, lambda data: self._write(name, msgtype, kind, output, data), qos, raw=True
         )
@@ -182,6 +226,7 @@ def replay(
     rate: float | None = None,
     namespace: str = "",
     image_topic: str | None = None,
+    depth_topic: str | None = None,
     node_inputs: bool = False,
     record_inputs: bool = False,
     frame_timeout_s: float = 120.0,
@@ -198,6 +243,8 @@ def replay(
     ``namespace``: the node's namespace, where its outputs are (``/fourm`` with the launch file).
     ``node_inputs``: publish on the node's own input names (``<namespace>/image``,
     ``<namespace>/camera_info``) instead of the bag's topics, for a node started without remapping.
+    ``depth_topic``: also play this registered depth topic of the bag (and its camera_info), on the
+    bag's own names, each depth frame before the colour frame of its stamp; the node must subscribe to it.
     ``record_inputs``: also record the played images and camera_info (one bag shows input and outputs).
     ``node_factory``: build perception_node in this process (remapped to the bag's topics) instead of
     talking to a running one. ``keep`` / ``on_input``: callbacks that see each recorded output (topic, CDR
@@ -210,6 +257,7 @@ def replay(
     out_path = Path(out_bag)
     with Reader(Path(in_bag)) as reader:
         camera = find_camera(reader, image_topic)
+        depth = find_depth(reader, depth_topic) if depth_topic else None
         context = Context()
         remaps = remap_arguments(camera) if node_factory is not None and not node_inputs else []
         # Ctrl-C stays a KeyboardInterrupt in this thread: the finally below shuts down in order.
@@ -229,6 +277,14 @@ def replay(
             )
             image_pub = player.create_publisher(camera.image_type, image_name, 10)
             info_pub = player.create_publisher(CameraInfo, info_name, 10)
+            depth_pubs = (
+                None
+                if depth is None
+                else (
+                    player.create_publisher(Image, depth.image_topic, 10),
+                    player.create_publisher(CameraInfo, depth.info_topic, 10) if depth.info_topic else None,
+                )
+            )
             recorder = _Recorder(player, prefix, bag, keep)
             executor.add_node(player)
             if node_factory is not None:
@@ -241,6 +297,13 @@ def replay(
                     f"no node subscribes to {image_pub.topic_name}; start perception_node so that it reads "
                     "it (the launch file's defaults read /camera/image_raw), pass --namespace for its "
                     "outputs, or replay with --run-node"
+                )
+            if depth_pubs is not None and not _wait(
+                lambda: depth_pubs[0].get_subscription_count() > 0, connect_timeout_s
+            ):
+                raise ReplayError(
+                    f"no node subscribes to the depth topic {depth.image_topic}; run perception_node with "
+                    f"ros.depth_topic set to it (replay --run-node does), or replay without --depth-topic"
                 )
             frames = sum(c.msgcount for c in reader.connections if c.topic == camera.image_topic)
 
@@ -260,6 +323,7 @@ def replay(
                     reader,
                     camera,
                     (image_pub, info_pub),
+                    (depth, depth_pubs),
                     recorder,
                     summary,
                     rate,
@@ -334,6 +398,7 @@ def _play(
     reader: Reader,
     camera: CameraStream,
     publishers: tuple,
+    depth_stream: tuple,
     recorder: _Recorder,
     summary: ReplaySummary,
     rate: float | None,
@@ -342,16 +407,15 @@ def _play(
     on_input: Callable[[Image | CompressedImage], None],
 ) -> Header | None:
     """Publish each frame after the camera_info with its stamp (or the latest before it), so the node
-    never pairs an image with the previous frame's calibration; the last frame's header (None: no frame)."""
+    never pairs an image with the previous frame's calibration, and after the depth frames (with their
+    camera_info) stamped up to it; the last frame's header (None: no frame)."""
     image_pub, info_pub = publishers
-    infos: dict[tuple[int, int], CameraInfo] = {}
-    if camera.info_topic is not None:
-        for _, _, data in reader.messages(
-            connections=[c for c in reader.connections if c.topic == camera.info_topic]
-        ):
-            info = deserialize_message(data, CameraInfo)
-            infos[(info.header.stamp.sec, info.header.stamp.nanosec)] = info
+    depth, (depth_pub, depth_info_pub) = depth_stream if depth_stream[0] is not None else (None, (None, None))
+    infos = _by_stamp(reader, camera.info_topic, CameraInfo)
     stamps = sorted(infos)
+    depth_frames = _by_stamp(reader, depth.image_topic if depth else None, Image)
+    depth_infos = _by_stamp(reader, depth.info_topic if depth else None, CameraInfo)
+    depth_stamps, depth_sent = sorted(depth_frames), 0
     images = [c for c in reader.connections if c.topic == camera.image_topic]
     first_ns, wall_start, last = None, time.monotonic(), None
     for _, timestamp, data in reader.messages(connections=images):
@@ -362,6 +426,13 @@ def _play(
             if delay > 0:
                 time.sleep(delay)
         key = (message.header.stamp.sec, message.header.stamp.nanosec)
+        for depth_key in depth_stamps[depth_sent : bisect.bisect_right(depth_stamps, key)]:
+            if depth_key in depth_infos:
+                depth_info_pub.publish(depth_infos[depth_key])
+                record(depth_info_pub.topic_name, depth_infos[depth_key])
+            depth_pub.publish(depth_frames[depth_key])
+            record(depth_pub.topic_name, depth_frames[depth_key])
+            depth_sent += 1
         earlier = stamps[: bisect.bisect_right(stamps, key)]
         if earlier:
             info_pub.publish(infos[earlier[-1]])
@@ -377,3 +448,14 @@ def _play(
         if rate is None:
             _wait_for_frame(recorder, message.header, frame_timeout_s, summary)
     return last
+
+
+def _by_stamp(reader: Reader, topic: str | None, kind: type) -> dict[tuple[int, int], object]:
+    """The messages of ``topic`` (none for None) keyed by their header stamp (sec, nanosec)."""
+    if topic is None:
+        return {}
+    messages = {}
+    for _, _, data in reader.messages(connections=[c for c in reader.connections if c.topic == topic]):
+        message = deserialize_message(data, kind)
+        messages[(message.header.stamp.sec, message.header.stamp.nanosec)] = message
+    return messages

@@ -1,5 +1,6 @@
 """Replaying a camera bag through the node gives an output bag that matches the input frames one to one."""
 
+import dataclasses
 import signal
 import subprocess
 import sys
@@ -20,11 +21,12 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import Header
 from support import banner_share, tiny_components
 
-from fourm_ros import cli
+from fourm_ros import cli, sample_rgbd
 from fourm_ros.pipeline.pipeline import Pipeline
-from fourm_ros.ros.bag import ros_distro, write_camera_bag
+from fourm_ros.pipeline.preprocess import CropMap
+from fourm_ros.ros.bag import CAMERA_FRAME, ros_distro, write_camera_bag, write_rgbd_bag
 from fourm_ros.ros.node import MESSAGE_TYPES, PerceptionNode
-from fourm_ros.ros.replay import ReplayError, replay
+from fourm_ros.ros.replay import OUTPUT_TYPES, ReplayError, replay
 
 pytestmark = pytest.mark.ros
 FAST = {"tasks.human_pose.max_tokens": 10, "tasks.caption.max_tokens": 6}
@@ -40,10 +42,10 @@ def _frames():
     return [rng.integers(0, 256, shape, dtype=np.uint8) for shape in [(48, 64, 3), (64, 48, 3), (40, 40, 3)]]
 
 
-def _node_factory(components, **overrides):
+def _node_factory(components, pipeline=Pipeline, **overrides):
     parameters = [Parameter(name, value=value) for name, value in {**FAST, **overrides}.items()]
     return lambda context: PerceptionNode(
-        lambda config: Pipeline(config, components), context=context, parameter_overrides=parameters
+        lambda config: pipeline(config, components), context=context, parameter_overrides=parameters
     )
 
 
@@ -259,3 +261,57 @@ def test_ctrl_c_ends_replay_without_a_traceback_or_an_empty_bag(tmp_path):
     assert "Traceback" not in stderr and "terminate called" not in stderr
     assert "replay interrupted" in stderr
     assert not (tmp_path / "out").exists()
+
+
+class _SceneDepthPipeline(Pipeline):
+    """The tiny random pipeline with the synthetic RGB-D scene's exact relative depth (random weights cannot
+    predict depth; a trusted fit to the sensor is what makes the node publish depth/metric and points)."""
+
+    def __call__(self, frames, depth=None):
+        crop = CropMap.centre(sample_rgbd.HEIGHT, sample_rgbd.WIDTH)
+        truth, _, _ = sample_rgbd.ray_cast(crop.intrinsics_to_grid(sample_rgbd.K), crop.size, crop.size)
+        relative = ((truth - truth.mean()) / truth.std()).astype(np.float32)
+        return [dataclasses.replace(r, depth=relative) for r in super().__call__(frames, depth)]
+
+
+def test_replay_plays_the_depth_topic_and_records_metric_depth_and_points(tmp_path, components):
+    frame = sample_rgbd.render(0)
+    source = write_rgbd_bag(tmp_path / "in", [(frame.rgb, frame.sensor_mm)] * 2, sample_rgbd.K)
+    dense_only = {f"tasks.{task}.enabled": False for task in ("normals", "caption", "human_pose")}
+    node = _node_factory(
+        components, _SceneDepthPipeline, **dense_only, **{"ros.depth_topic": "/camera/depth/image_raw"}
+    )
+    summary = replay(
+        source, tmp_path / "out", depth_topic="/camera/depth/image_raw", node_factory=node, record_inputs=True
+    )
+    assert summary.frames_sent == summary.frames_processed == 2
+    colour = _stamps(source, "/camera/image_raw", "sensor_msgs/msg/Image")
+    assert _stamps(tmp_path / "out", "/camera/depth/image_raw", "sensor_msgs/msg/Image") == colour
+    assert len(_stamps(tmp_path / "out", "/camera/depth/camera_info", "sensor_msgs/msg/CameraInfo")) == 2
+    with Reader(tmp_path / "out") as reader:
+        wanted = [c for c in reader.connections if c.topic in ("/points", "/depth/metric")]
+        outputs = {c.topic: [] for c in wanted}
+        for connection, timestamp, data in reader.messages(wanted) if wanted else ():
+            message = deserialize_message(data, OUTPUT_TYPES[connection.msgtype])
+            assert message.header.frame_id == CAMERA_FRAME
+            assert timestamp == message.header.stamp.sec * 10**9 + message.header.stamp.nanosec
+            outputs[connection.topic].append(message.header.stamp)
+    # one depth/metric and one cloud per colour frame, at its stamp
+    assert outputs.get("/points") == outputs.get("/depth/metric") == colour
+
+
+def test_replay_refuses_a_depth_topic_the_bag_does_not_have(tmp_path):
+    source = write_camera_bag(tmp_path / "in", _frames()[:1])
+    with pytest.raises(ReplayError, match="not a depth image topic"):
+        replay(source, tmp_path / "out", depth_topic="/camera/depth/image_raw", connect_timeout_s=0.5)
+
+
+def test_cli_finds_the_bags_depth_topic_for_a_node_with_a_depth_topic(tmp_path):
+    frame = sample_rgbd.render(0)
+    rgbd = write_rgbd_bag(tmp_path / "rgbd", [(frame.rgb, frame.sensor_mm)], sample_rgbd.K)
+    with_depth = {"ros": {"depth_topic": "depth/image_raw"}}
+    assert cli._bag_depth_topic(rgbd, with_depth) == "/camera/depth/image_raw"
+    assert cli._bag_depth_topic(rgbd, {}) is None  # the node reads no depth: none is played
+    colour_only = write_camera_bag(tmp_path / "colour", _frames()[:1])
+    with pytest.raises(ReplayError, match="0 depth image topics"):
+        cli._bag_depth_topic(colour_only, with_depth)
