@@ -26,13 +26,20 @@ $(STAMP): requirements.txt setup.py pyproject.toml
 	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
+# The RGB-D part: 3 frames of the synthetic room with registered depth, replayed with its depth topic, so
+# the node also publishes depth/metric and the points cloud (depth and segmentation only: all the cloud uses).
 demo: $(STAMP)
 	rm -rf $(DEMO)
 	$(VENV)/bin/fourm-ros sample-bag $(DEMO)/sample_bag
 	$(if $(WEIGHT_ARGS),,$(VENV)/bin/fourm-ros download)
 	$(VENV)/bin/fourm-ros replay $(DEMO)/sample_bag -o $(DEMO)/output_bag --run-node $(WEIGHT_ARGS) \
 		--set backend=torch --pictures $(DEMO)/pictures
+	$(VENV)/bin/fourm-ros sample-bag --rgbd --frames 3 $(DEMO)/rgbd_sample_bag
+	$(VENV)/bin/fourm-ros replay $(DEMO)/rgbd_sample_bag -o $(DEMO)/rgbd_output_bag --run-node $(WEIGHT_ARGS) \
+		--depth-topic /camera/depth/image_raw --set backend=torch --set tasks.caption.enabled=false \
+		--set tasks.human_pose.enabled=false --set tasks.normals.enabled=false
 	@echo "node outputs: $(DEMO)/output_bag (ros2 bag info / play), pictures: $(DEMO)/pictures"
+	@echo "RGB-D outputs (depth/metric, points): $(DEMO)/rgbd_output_bag"
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest
