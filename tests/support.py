@@ -31,7 +31,8 @@ def tiny_components(seed: int = 0, dtype=None):
     dtype = dtype or torch.float32
     outputs = ("tok_depth@224", "tok_normal@224", "tok_semseg@224", "caption", "human_poses")
     config = FourMConfig(dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, domains_out=outputs)
-    model = FourM(config, ("rgb@224",), outputs, seed=seed, dtype=dtype).eval().requires_grad_(False)
+    inputs = ("rgb@224", "caption", "human_poses")  # sequence targets condition on their [S_1]
+    model = FourM(config, inputs, outputs, seed=seed, dtype=dtype).eval().requires_grad_(False)
     unet = UNetConfig(
         model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_downsampling=(4,)
     )

@@ -19,7 +19,7 @@ from torch import nn
 from fourm_ros import checkpoint
 from fourm_ros.backends.graphs import DENSE_TARGETS, SEQUENCE_TARGETS
 from fourm_ros.model.config import FourMConfig
-from fourm_ros.model.fourm import FourM
+from fourm_ros.model.fourm import RGB, FourM
 from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder
 from fourm_ros.tokenizers.human_pose import PoseDecoder, PoseTokenizerConfig
@@ -53,6 +53,13 @@ def model_outputs(config: PipelineConfig) -> tuple[str, ...]:
     return (*dense, *(SEQUENCE_TARGETS[task] for task in SEQUENCE_TARGETS if task in tasks))
 
 
+def model_inputs(config: PipelineConfig) -> tuple[str, ...]:
+    """The 4M-21 encoder inputs: the image, and each enabled sequence target, whose [S_1] conditions its
+    generation (see ``FourM.sequence_context``)."""
+    tasks = config.tasks.enabled
+    return (RGB, *(SEQUENCE_TARGETS[task] for task in SEQUENCE_TARGETS if task in tasks))
+
+
 def required_sources(config: PipelineConfig) -> dict[str, str]:
     """Component name → checkpoint (repo id or directory) for the enabled tasks."""
     tasks = config.tasks.enabled
@@ -80,7 +87,9 @@ def load_components(config: PipelineConfig) -> Components:
     dtype, device, tasks = _dtype(config), config.device, config.tasks.enabled
     where = {"cache_dir": config.cache_dir, "offline": config.offline, "dtype": dtype, "device": device}
     LOG.info("loading %s (%s)", config.model, ", ".join(model_outputs(config)))
-    model = FourM.from_pretrained(config.model, outputs=model_outputs(config), **where)
+    model = FourM.from_pretrained(
+        config.model, inputs=model_inputs(config), outputs=model_outputs(config), **where
+    )
     decoders: dict[str, nn.Module | None] = dict.fromkeys(TOKENIZER_TASKS)
     kinds = {
         "depth": DiVAEDecoder,
@@ -130,6 +139,7 @@ def random_components(config: PipelineConfig, seed: int = 0) -> Components:
     dtype, device, tasks = _dtype(config), config.device, config.tasks.enabled
     model = FourM(
         _random_model_config(config.model),
+        inputs=model_inputs(config),
         outputs=model_outputs(config),
         seed=seed,
         device=device,

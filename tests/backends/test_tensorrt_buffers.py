@@ -75,6 +75,8 @@ class FakeContext:
             for symbol, size in zip(info.shape, self.shapes[info.name], strict=True):
                 if isinstance(symbol, str):
                     axes[symbol] = size
+        if "targets" in axes:  # the sequence context's rows: frames x targets (TensorRT infers it)
+            axes["rows"] = axes["batch"] * axes["targets"]
         info = next(i for i in self.engine.graph.outputs if i.name == name)
         return tuple(axes[s] if isinstance(s, str) else s for s in info.shape)
 
@@ -146,14 +148,17 @@ def test_the_pipeline_through_the_buffers_equals_torch(tiny, tiny_config, backen
 
 
 def test_the_kv_cache_alternates_between_two_device_buffers(backend, tiny_graphs):
-    step = tiny_graphs["caption_step"]
+    step = tiny_graphs["sequence_step"]
     inputs = {
         name: value.numpy() for name, value in zip(step.spec.inputs, step.example_inputs(2), strict=True)
     }
+    inputs["embedded"] = np.random.default_rng(0).standard_normal(inputs["embedded"].shape).astype(np.float32)
     addresses = []
     cache = inputs["self_cache"]
     for position in range(4):
-        out = backend.run("caption_step", **{**inputs, "position": np.array([position]), "self_cache": cache})
+        out = backend.run(
+            "sequence_step", **{**inputs, "position": np.array([position]), "self_cache": cache}
+        )
         cache = out["next_cache"]
         assert isinstance(cache, DeviceArray) and cache.shape == inputs["self_cache"].shape
         addresses.append(cache.buffer.ptr)
@@ -164,11 +169,22 @@ def test_the_kv_cache_alternates_between_two_device_buffers(backend, tiny_graphs
 
 def test_outputs_feed_other_graphs_without_a_copy(backend, tiny_graphs):
     rgb = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    context = backend.run("encoder", rgb=rgb)["context"]
-    kv = backend.run("cross_kv", context=context)["cross_kv"]
+    targets = np.array([1, 0])
+    kv = backend.run("sequence_cross_kv", rgb=rgb, targets=targets)["cross_kv"]
+    out = backend.run(
+        "sequence_step",
+        embedded=np.ones((2, 1, 32), np.float32),
+        position=np.array([0]),
+        self_cache=np.zeros((1, 2, 2, 2, 120, 16), np.float32),
+        cross_kv=kv,
+    )
     with torch.no_grad():
-        want = tiny_graphs["cross_kv"](tiny_graphs["encoder"](torch.from_numpy(rgb))).numpy()
-    np.testing.assert_allclose(backend.to_numpy(kv), want, atol=1e-4)
+        want_kv = tiny_graphs["sequence_cross_kv"](torch.from_numpy(rgb), torch.from_numpy(targets))
+        want = tiny_graphs["sequence_step"](
+            torch.ones(2, 1, 32), torch.tensor([0]), torch.zeros(1, 2, 2, 2, 120, 16), want_kv
+        )
+    np.testing.assert_allclose(backend.to_numpy(kv), want_kv.numpy(), atol=1e-4)
+    np.testing.assert_allclose(backend.to_numpy(out["hidden"]), want[0].numpy(), atol=1e-4)
 
 
 def test_shapes_outside_the_profile_are_clear_errors(backend):
