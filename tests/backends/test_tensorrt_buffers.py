@@ -7,6 +7,7 @@ What it cannot cover: TensorRT itself (see test_tensorrt_backend.py, which needs
 
 import ctypes
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -196,3 +197,33 @@ def test_shapes_outside_the_profile_are_clear_errors(backend):
         backend.run("pose_rotations", codes=np.zeros((0, 8), np.int64))
     with pytest.raises(BackendError, match="takes inputs"):
         backend.run("encoder", image=np.zeros((1, 3, 224, 224), np.float32))
+
+
+def test_two_lanes_run_at_once_each_with_its_own_contexts(tiny, tiny_config, backend, monkeypatch):
+    """The node's dense and sequence threads call one backend concurrently: each thread gets its own
+    execution contexts, buffers and stream (here a second HostMemory), and both compute what torch does."""
+    monkeypatch.setattr(tensorrt_backend, "device_memory", lambda device: HostMemory())
+    frames = [frame.rgb for frame in sample_frames()[:1]]
+    expected = Pipeline(tiny_config, tiny)(frames)[0]
+    pipeline = Pipeline(tiny_config, tiny, backend)
+    results, contexts = {}, {}
+
+    def lane(name, call):
+        for _ in range(2):
+            results[name] = call(frames)[0]
+        contexts[name] = backend._lane()
+
+    threads = [
+        threading.Thread(target=lane, args=("dense", pipeline.dense)),
+        threading.Thread(target=lane, args=("sequences", pipeline.sequences)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert contexts["dense"] is not contexts["sequences"]
+    assert contexts["dense"].memory is not contexts["sequences"].memory
+    np.testing.assert_array_equal(results["dense"].tokens["tok_depth@224"], expected.tokens["tok_depth@224"])
+    np.testing.assert_allclose(results["dense"].depth, expected.depth, atol=1e-4)
+    np.testing.assert_array_equal(results["sequences"].tokens["caption"], expected.tokens["caption"])
+    np.testing.assert_array_equal(results["sequences"].tokens["human_poses"], expected.tokens["human_poses"])

@@ -13,6 +13,7 @@ from fourm_ros import cli
 from fourm_ros.backends.job import job_graphs
 from fourm_ros.backends.select import create_backend
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID
+from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.pipeline.pipeline import STOP_IDS, Pipeline
 from fourm_ros.pipeline.preprocess import preprocess
 
@@ -89,3 +90,25 @@ def test_infer_dumps_the_ids_of_each_targets_own_context(
     raw = np.load(out / "frame" / "raw.npz")
     for target, ids in expected.items():
         np.testing.assert_array_equal(raw[f"tokens/{target}"], ids, err_msg=f"{backend} {target}")
+
+
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 1.0, "top_k": 50}])
+def test_joint_generation_equals_generating_each_task_alone(components, sampling):
+    """Caption and human poses share each decoder pass (the caption drops out first); every frame's ids
+    equal those of the task generated on its own, greedy or sampled."""
+    tasks = {
+        "caption": {"max_tokens": MAX_TOKENS["caption"], **sampling},
+        "human_pose": {"max_tokens": MAX_TOKENS["human_poses"], **sampling},
+        "depth": {"enabled": False},
+        "normals": {"enabled": False},
+        "segmentation": {"enabled": False},
+    }
+    config = PipelineConfig.from_dict({"tasks": tasks})
+    frames = [np.random.default_rng(seed).integers(0, 256, (96, 128, 3), dtype=np.uint8) for seed in (1, 2)]
+    joint = Pipeline(config, components).sequences(frames)
+    for task, target in (("caption", "caption"), ("human_pose", "human_poses")):
+        alone = Pipeline(config, components).sequences(frames, [task])
+        for together, single in zip(joint, alone, strict=True):
+            np.testing.assert_array_equal(together.tokens[target], single.tokens[target], err_msg=task)
+    assert joint[0].tokens["caption"].shape[0] <= MAX_TOKENS["caption"]
+    assert joint[0].tokens["human_poses"].shape[0] == MAX_TOKENS["human_poses"]
