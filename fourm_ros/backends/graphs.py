@@ -163,8 +163,14 @@ class SequenceStep(nn.Module):
         self, embedded: Tensor, position: Tensor, self_cache: Tensor, cross_kv: Tensor
     ) -> tuple[Tensor, Tensor]:
         dtype = _dtype(self.model)
+        # Eagerly (the torch backend) the cache is updated in place, so a step does not copy it; the
+        # traced export is the pure static-shape function.
         return self.model.decode_step_hidden(
-            embedded.to(dtype), position, self_cache.to(dtype), cross_kv.to(dtype)
+            embedded.to(dtype),
+            position,
+            self_cache.to(dtype),
+            cross_kv.to(dtype),
+            in_place=not torch.jit.is_tracing(),
         )
 
     def example_inputs(self, batch: int) -> tuple[Tensor, ...]:

@@ -311,11 +311,20 @@ class FourM(nn.Module):
         return head.token_emb(token) + head.emb(position.reshape(1, 1).expand_as(token))
 
     def decode_step_hidden(
-        self, x: Tensor, position: Tensor, self_cache: Tensor, cross_kv: Tensor
+        self, x: Tensor, position: Tensor, self_cache: Tensor, cross_kv: Tensor, *, in_place: bool = False
     ) -> tuple[Tensor, Tensor]:
         """The decoder blocks on embedded tokens ``x`` [R, 1, D] at ``position`` [1]: the normalised hidden
         state [R, D] and the updated cache. Target-agnostic: rows of different sequence targets (each with
-        its own cross K/V and cache rows) share one pass, so the decoder weights are read once per step."""
+        its own cross K/V and cache rows) share one pass, so the decoder weights are read once per step.
+
+        ``in_place=True`` (eager inference) writes the new keys/values into ``self_cache`` itself and
+        returns it, attending to the filled prefix only; the default is the pure static-shape function
+        that is exported. Both give the same values."""
+        if in_place:
+            index = int(position.reshape(-1)[0])
+            for block, kv, cache in zip(self.decoder, cross_kv, self_cache, strict=True):
+                x = block.forward_in_place(x, kv, index, cache)
+            return self.decoder_norm(x)[:, 0], self_cache
         caches = []
         for block, kv, cache in zip(self.decoder, cross_kv, self_cache, strict=True):
             x, cache = block.forward_cached(x, kv, position, cache)
@@ -364,13 +373,13 @@ class FourM(nn.Module):
         cross_kv = self.precompute_cross_kv(context)
         start = torch.full((batch, 1), FIRST_SENTINEL_ID, device=device)
         if use_cache:
-            cache = self.empty_self_cache(batch, max_tokens)
+            cache = self.empty_self_cache(batch, max_tokens)  # owned here, so updated in place
 
             def step(token: Tensor, index: int) -> Tensor:
-                nonlocal cache
                 position = torch.tensor([index], device=device)
-                logits, cache = self.decode_step(target, token, position, cache, cross_kv)
-                return logits
+                x = self.embed_sequence_token(target, token, position)
+                hidden, _ = self.decode_step_hidden(x, position, cache, cross_kv, in_place=True)
+                return self.sequence_logits(target, hidden)
 
         else:
             prefix = start[:, :0]

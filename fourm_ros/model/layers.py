@@ -77,6 +77,16 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, cache[0], cache[1], attn_mask=visible)
         return self.proj(_merge_heads(out)), cache
 
+    def forward_in_place(self, x: Tensor, position: int, cache: Tensor) -> Tensor:
+        """``forward_cached`` for eager inference: writes this token's key/value into ``cache`` in place
+        and attends to the filled prefix only, so a step neither copies the cache nor computes over its
+        unused slots (the static-shape version above is what gets exported)."""
+        q, k, v = _split_heads(self.qkv(x), 3, self.heads)
+        cache[0, :, :, position] = k[:, :, 0]
+        cache[1, :, :, position] = v[:, :, 0]
+        visible = cache[:, :, :, : position + 1]
+        return self.proj(_merge_heads(F.scaled_dot_product_attention(q, visible[0], visible[1])))
+
 
 class CrossAttention(nn.Module):
     """Multi-head cross-attention: ``q`` on the queries, fused ``kv`` (2, heads, head_dim) on the context."""
@@ -148,6 +158,12 @@ class DecoderBlock(nn.Module):
         x = x + out
         x = x + self.cross_attn(self.query_norm(x), kv)
         return x + self.mlp(self.norm2(x)), cache
+
+    def forward_in_place(self, x: Tensor, kv: Tensor, position: int, cache: Tensor) -> Tensor:
+        """``forward_cached`` writing into ``cache`` in place (eager inference only)."""
+        x = x + self.self_attn.forward_in_place(self.norm1(x), position, cache)
+        x = x + self.cross_attn(self.query_norm(x), kv)
+        return x + self.mlp(self.norm2(x))
 
 
 def _frequencies(count: int) -> Tensor:
