@@ -110,9 +110,16 @@ class SequenceCrossKV(nn.Module):
     def __init__(self, model: FourM, targets: Sequence[str]):
         super().__init__()
         self.model, self.targets = model, tuple(targets)
+        # The [S_1] embeddings are constants of the weights: computed once, so the export carries two
+        # [T, 1, D] tables instead of every target's whole encoder token table.
+        with torch.no_grad():
+            sentinel_x, sentinel_emb = model.sentinel_inputs(self.targets)
+        self.register_buffer("sentinel_x", sentinel_x, persistent=False)
+        self.register_buffer("sentinel_emb", sentinel_emb, persistent=False)
 
     def forward(self, rgb: Tensor, targets: Tensor) -> Tensor:
-        context = self.model.sequence_context(rgb.to(_dtype(self.model)), self.targets, targets)
+        sentinels = (self.sentinel_x, self.sentinel_emb)
+        context = self.model.sequence_context(rgb.to(_dtype(self.model)), self.targets, targets, sentinels)
         return self.model.precompute_cross_kv(context)
 
     def example_inputs(self, batch: int) -> tuple[Tensor, ...]:

@@ -171,11 +171,17 @@ class FourM(nn.Module):
             raise ValueError("encode() needs at least one input (rgb or tokens)")
         return self._encode(parts)
 
-    def sequence_context(self, rgb: Tensor, targets: Sequence[str], select: Tensor | None = None) -> Tensor:
+    def sequence_context(
+        self,
+        rgb: Tensor,
+        targets: Sequence[str],
+        select: Tensor | None = None,
+        sentinels: tuple[Tensor, Tensor] | None = None,
+    ) -> Tensor:
         """Decoder contexts [T*B, N+1, D] for generating each sequence target from ``rgb`` [B, 3, 224, 224],
         rows ordered target-major (row ``t * B + b`` is frame b conditioned for target t). ``select``: an
         optional LongTensor [T] of indices into ``targets`` (default: all, in order), so one exported graph
-        serves any subset of its targets.
+        serves any subset of its targets; ``sentinels``: ``sentinel_inputs(targets)`` computed once.
 
         4M-21 generates a sequence target with that target's first sentinel [S_1] among the encoder inputs
         (the empty target as one masked span). In the reference (ml-4m ``fourm/models/generate.py``),
@@ -187,16 +193,8 @@ class FourM(nn.Module):
         embedding at position 0. So each target has its own context, equal to
         ``encode(rgb, {target: [[S_1]] * B})``; here the image is embedded once and every target's
         context runs in one encoder batch (all have N+1 tokens)."""
-        if not targets:
-            raise ValueError("sequence_context() needs at least one sequence target")
         image_x, image_emb = self._input(RGB)(rgb)
-        sentinel = torch.full((1, 1), FIRST_SENTINEL_ID, dtype=torch.long, device=rgb.device)
-        parts = []
-        for name in targets:
-            if modalities.get(name).kind is not ModalityKind.SEQUENCE:
-                raise ValueError(f"{name!r} is not a sequence modality")
-            parts.append(self._input(name)(sentinel))
-        sentinel_x, sentinel_emb = (torch.cat([part[i] for part in parts]) for i in range(2))  # [T_all, 1, D]
+        sentinel_x, sentinel_emb = self.sentinel_inputs(targets) if sentinels is None else sentinels
         if select is not None:
             sentinel_x, sentinel_emb = (
                 sentinel_x.index_select(0, select),
@@ -210,6 +208,19 @@ class FourM(nn.Module):
             return torch.cat((image, token), dim=2).reshape(-1, length + 1, dim)
 
         return self._encode([(rows(image_x, sentinel_x), rows(image_emb, sentinel_emb))])
+
+    def sentinel_inputs(self, targets: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Each sequence target's [S_1] at position 0 through its encoder embedding: content and position +
+        modality embedding, each [T, 1, D] (constants of the weights)."""
+        if not targets:
+            raise ValueError("sequence_context() needs at least one sequence target")
+        sentinel = torch.full((1, 1), FIRST_SENTINEL_ID, dtype=torch.long, device=self.mask_token.device)
+        parts = []
+        for name in targets:
+            if modalities.get(name).kind is not ModalityKind.SEQUENCE:
+                raise ValueError(f"{name!r} is not a sequence modality")
+            parts.append(self._input(name)(sentinel))
+        return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts])
 
     def _encode(self, parts: list[tuple[Tensor, Tensor]], batch: int = 0) -> Tensor:
         if not parts:  # nothing to condition on: an empty context
