@@ -354,6 +354,14 @@ class Pipeline:
         running = list(tasks)
         run, to_numpy = self.backend.run, self.backend.to_numpy
 
+        def embed(task: str, token: torch.Tensor, position: np.ndarray) -> np.ndarray:
+            out = run(f"{SEQUENCE_TARGETS[task]}_embed", token=token.numpy(), position=position)
+            return to_numpy(out["embedded"])
+
+        def head(task: str, hidden: np.ndarray) -> torch.Tensor:
+            out = run(f"{SEQUENCE_TARGETS[task]}_logits", hidden=hidden)
+            return torch.from_numpy(to_numpy(out["logits"]))
+
         def step(tokens: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
             nonlocal cache, cross_kv, running
             if list(tokens) != running:  # a task finished: keep the rows of the others
@@ -363,31 +371,13 @@ class Pipeline:
                 )
                 running = list(tokens)
             position = np.array([index], dtype=np.int64)
-            embedded = np.concatenate(
-                [
-                    to_numpy(
-                        run(f"{SEQUENCE_TARGETS[task]}_embed", token=token.numpy(), position=position)[
-                            "embedded"
-                        ]
-                    )
-                    for task, token in tokens.items()
-                ]
-            )
+            embedded = np.concatenate([embed(task, token, position) for task, token in tokens.items()])
             out = run(
                 "sequence_step", embedded=embedded, position=position, self_cache=cache, cross_kv=cross_kv
             )
             cache = out["next_cache"]
             hidden = to_numpy(out["hidden"])
-            return {
-                task: torch.from_numpy(
-                    to_numpy(
-                        run(f"{SEQUENCE_TARGETS[task]}_logits", hidden=hidden[k * batch : (k + 1) * batch])[
-                            "logits"
-                        ]
-                    )
-                )
-                for k, task in enumerate(running)
-            }
+            return {task: head(task, hidden[k * batch : (k + 1) * batch]) for k, task in enumerate(running)}
 
         start = torch.full((batch, 1), FIRST_SENTINEL_ID, dtype=torch.long)
         sampling = {
