@@ -67,11 +67,13 @@ def _interleaved(runs: dict[str, Callable[[], Any]], repeats: int) -> tuple[dict
     """Median seconds of each run (alternating, after one warm-up each) and each run's last result."""
     results = {label: run() for label, run in runs.items()}
     times: dict[str, list[float]] = {label: [] for label in runs}
-    for _ in range(repeats):
+    for repeat in range(repeats):
         for label, run in runs.items():
             start = time.perf_counter()
             results[label] = run()
             times[label].append(time.perf_counter() - start)
+        # Progress on a loaded machine (and figures if the run is cut short).
+        print(f"round {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()), flush=True)
     return {label: statistics.median(values) for label, values in times.items()}, results
 
 
