@@ -33,7 +33,9 @@ def tiny_components(seed: int = 0, dtype=None, depth_input: bool = False):
     dtype = dtype or torch.float32
     outputs = ("tok_depth@224", "tok_normal@224", "tok_semseg@224", "caption", "human_poses")
     config = FourMConfig(dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, domains_out=outputs)
+    # Sequence targets condition on their [S_1]; depth_input: the image's depth tokens too.
     inputs = ("rgb@224", "tok_depth@224") if depth_input else ("rgb@224",)
+    inputs += ("caption", "human_poses")
     model = FourM(config, inputs, outputs, seed=seed, dtype=dtype).eval().requires_grad_(False)
     unet = UNetConfig(
         model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_downsampling=(4,)

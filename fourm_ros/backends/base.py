@@ -3,7 +3,9 @@
 The pipeline asks a backend to run named graphs (see ``fourm_ros.backends.graphs``) on named arrays and never
 touches a backend's internals. Inputs may be numpy arrays or arrays a previous call of the same backend
 returned (so a cache can stay on the device between autoregressive steps); ``to_numpy`` brings a result
-back to the host when the pipeline needs its values.
+back to the host when the pipeline needs its values. A recurrent input (``GraphSpec.recurrent``, the KV
+cache) belongs to the call: the backend may reuse its memory for the output (torch updates it in place,
+TensorRT alternates two buffers), so pass a recurrent output only to the next step of its graph.
 """
 
 from __future__ import annotations

@@ -61,6 +61,9 @@ class BatchProfile:
     opt_batch: int = 1
     max_persons: int = 32
     opt_persons: int = 2
+    max_targets: int = 2
+    """Sequence targets generated together (caption, human poses): the sequence graphs' ``targets`` axis,
+    and their ``rows`` axis (frames x targets, target-major)."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.opt_batch <= self.max_batch:
@@ -69,6 +72,8 @@ class BatchProfile:
             raise ValueError(
                 f"need 1 <= opt_persons <= max_persons, got {self.opt_persons} and {self.max_persons}"
             )
+        if self.max_targets < 1:
+            raise ValueError(f"need max_targets >= 1, got {self.max_targets}")
 
     def axis(self, name: str) -> tuple[int, int, int]:
         """(min, opt, max) of a named dynamic axis."""
@@ -78,8 +83,15 @@ class BatchProfile:
             return 1, self.opt_persons, self.max_persons
         if name == "context_tokens":  # RGB-D jobs: rgb alone (196) or rgb + depth tokens (392)
             return 196, 392, 392
+        if name == "sequence_context_tokens":  # RGB-D jobs' sequence contexts: the above + [S_1]
+            return 197, 393, 393
+        if name == "targets":
+            return 1, self.max_targets, self.max_targets
+        if name == "rows":
+            return 1, self.opt_batch * self.max_targets, self.max_batch * self.max_targets
         raise BackendError(
-            f"no optimisation profile for the dynamic axis {name!r} (known: batch, persons, context_tokens)"
+            f"no optimisation profile for the dynamic axis {name!r} "
+            "(known: batch, persons, targets, rows, context_tokens, sequence_context_tokens)"
         )
 
 

@@ -92,10 +92,16 @@ def float32(config: PipelineConfig) -> PipelineConfig:
 
 
 def batch_profile(config: PipelineConfig, max_batch: int = 1) -> BatchProfile:
-    """Frames 1..``max_batch`` per call; persons per frame up to what the pose token budget can hold."""
+    """Frames 1..``max_batch`` per call; persons per frame up to what the pose token budget can hold; the
+    enabled sequence targets generated together."""
     tokens = config.tasks.human_pose.max_tokens
+    targets = sum(task in config.tasks.enabled for task in SEQUENCE_TARGETS)
     return BatchProfile(
-        max_batch=max_batch, opt_batch=1, max_persons=max(1, -(-tokens // TOKENS_PER_PERSON)), opt_persons=1
+        max_batch=max_batch,
+        opt_batch=1,
+        max_persons=max(1, -(-tokens // TOKENS_PER_PERSON)),
+        opt_persons=1,
+        max_targets=max(1, targets),
     )
 
 

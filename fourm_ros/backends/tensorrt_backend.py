@@ -7,8 +7,10 @@ fp32 compute: LayerNorm after attention overflowing in fp16 is a known TensorRT 
 why the export uses opset >= 17, so LayerNorm arrives as one normalisation layer).
 
 Inference (``TensorRTBackend``): every input and output tensor gets a device buffer of its profile-maximum
-size and a pinned host staging buffer, ALL allocated once at start; a call copies host inputs into them,
-binds addresses with ``set_tensor_address`` and runs ``execute_async_v3`` on the backend's stream. Outputs
+size and a pinned host staging buffer, allocated once (at start for the first lane); a call copies host
+inputs into them, binds addresses with ``set_tensor_address`` and runs ``execute_async_v3`` on the lane's
+stream. Each calling thread is a lane with its own execution contexts, buffers and CUDA stream, so the
+node's dense and sequence threads run at once. Outputs
 stay on the device (:class:`DeviceArray`) until ``to_numpy``; an output fed back into its graph (the
 sequence KV cache, see ``GraphSpec.recurrent``) has two buffers used in turn (ping-pong), so the cache never
 leaves the GPU between autoregressive steps. Device memory comes from torch CUDA tensors when torch has CUDA,
@@ -20,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -325,10 +328,19 @@ def device_memory(device: str) -> _TorchMemory | _PyCudaMemory:
 
 class DeviceArray:
     """A graph output that stays on the GPU. Pass it to another ``run`` of the same backend (no copy) or to
-    ``to_numpy``. It stays valid until its graph runs again (twice more for a recurrent output)."""
+    ``to_numpy``. It stays valid until its graph runs again in the same lane (twice more for a recurrent
+    output); ``memory`` is the lane's stream it was computed on."""
 
-    def __init__(self, owner: TensorRTBackend, buffer: _Buffer, host: _Buffer, shape: tuple[int, ...], dtype):
-        self.owner, self.buffer, self.host = owner, buffer, host
+    def __init__(
+        self,
+        owner: TensorRTBackend,
+        buffer: _Buffer,
+        host: _Buffer,
+        shape: tuple[int, ...],
+        dtype: Any,
+        memory: Any,
+    ):
+        self.owner, self.buffer, self.host, self.memory = owner, buffer, host, memory
         self.shape, self.dtype = shape, np.dtype(dtype)
 
     @property
@@ -380,35 +392,71 @@ class _Graph:
             )
 
 
+@dataclass
+class _Lane:
+    """What one thread runs the engines with: its own stream (``memory``) and, per graph, its own
+    execution context and buffers, so two lanes (the node's dense and sequence threads) never share
+    state that TensorRT or the staging copies would race on."""
+
+    memory: Any
+    graphs: dict[str, _Graph]
+
+
 class TensorRTBackend(Backend):
-    """Runs deserialised engines (one per graph) built from an export's ONNX files."""
+    """Runs deserialised engines (one per graph) built from an export's ONNX files.
+
+    Thread-safe: each calling thread is a lane with its own execution contexts, buffers and CUDA stream.
+    The first thread to call takes the lane prepared at start (every graph's buffers allocated); another
+    thread's lane allocates a graph's context and buffers at its first call of that graph, once."""
 
     name = "tensorrt"
 
     def __init__(self, engines: Engines, manifest: Manifest, *, device: str, precision: str):
-        trt = import_tensorrt()
+        self._trt = import_tensorrt()
         self.manifest = manifest
         self.precision = precision
         self.device = device
         self.engines = engines  # keeps the runtime alive as long as the engines
-        self._memory = engines.memory
-        self._graphs = {
-            name: _Graph(name, engine, manifest, self._memory, trt)
-            for name, engine in engines.engines.items()
-        }
+        self._spare_lanes = [
+            _Lane(
+                engines.memory,
+                {
+                    name: _Graph(name, engine, manifest, engines.memory, self._trt)
+                    for name, engine in engines.engines.items()
+                },
+            )
+        ]
+        self._lanes_lock = threading.Lock()
+        self._local = threading.local()
         self._gpu = cuda_device(_device_index(device))
-        self._version = trt.__version__
+        self._version = self._trt.__version__
 
     @property
     def graphs(self) -> tuple[str, ...]:
-        return tuple(self._graphs)
+        return tuple(self.engines.engines)
+
+    def _lane(self) -> _Lane:
+        lane = getattr(self._local, "lane", None)
+        if lane is None:
+            with self._lanes_lock:
+                lane = self._spare_lanes.pop() if self._spare_lanes else _Lane(device_memory(self.device), {})
+            self._local.lane = lane
+        return lane
+
+    def _graph(self, lane: _Lane, graph: str) -> _Graph | None:
+        state = lane.graphs.get(graph)
+        if state is None and graph in self.engines.engines:
+            state = _Graph(graph, self.engines.engines[graph], self.manifest, lane.memory, self._trt)
+            lane.graphs[graph] = state
+        return state
 
     def run(self, graph: str, **inputs: Any) -> dict[str, Any]:
-        state = self._graphs.get(graph)
+        lane = self._lane()
+        state = self._graph(lane, graph)
         self._check(graph, state.inputs if state else (), inputs)
-        context = state.context
+        context, memory = state.context, lane.memory
         # The host staging buffers are reused: earlier uploads must have finished before they are rewritten.
-        self._memory.synchronize()
+        memory.synchronize()
         bound = set()
         for name in state.inputs:
             tensor, value = state.tensors[name], inputs[name]
@@ -418,6 +466,8 @@ class TensorRTBackend(Backend):
                         f"input {name!r} of {graph!r} is a device array of another backend or dtype "
                         f"({value.dtype}, expected {tensor.dtype})"
                     )
+                if value.memory is not memory:  # made by another lane, on another stream
+                    value.memory.synchronize()
                 shape, address = value.shape, value.buffer.ptr
             else:
                 array = np.ascontiguousarray(value, dtype=tensor.dtype)
@@ -428,7 +478,7 @@ class TensorRTBackend(Backend):
                         f"{list(tensor.max_shape)} (rebuild the engines with a larger max batch)"
                     )
                 tensor.host.host[: array.nbytes] = array.reshape(-1).view(np.uint8)
-                self._memory.upload(tensor.device[0], tensor.host, array.nbytes)
+                memory.upload(tensor.device[0], tensor.host, array.nbytes)
             if not context.set_input_shape(name, shape):
                 raise BackendError(
                     f"input {name!r} of {graph!r} has shape {list(shape)}, which the engine does not accept "
@@ -447,16 +497,16 @@ class TensorRTBackend(Backend):
                 )
             context.set_tensor_address(name, buffer.ptr)
             shape = tuple(context.get_tensor_shape(name))
-            outputs[name] = DeviceArray(self, buffer, tensor.host, shape, tensor.dtype)
-        if not context.execute_async_v3(self._memory.handle):
+            outputs[name] = DeviceArray(self, buffer, tensor.host, shape, tensor.dtype, memory)
+        if not context.execute_async_v3(memory.handle):
             raise BackendError(f"TensorRT failed to run graph {graph!r} (see the TensorRT errors above)")
         return outputs
 
     def to_numpy(self, value: Any) -> np.ndarray:
         if not isinstance(value, DeviceArray):
             return np.asarray(value)
-        self._memory.download(value.host, value.buffer, value.nbytes)
-        self._memory.synchronize()
+        value.memory.download(value.host, value.buffer, value.nbytes)
+        value.memory.synchronize()
         return value.host.host[: value.nbytes].view(value.dtype).reshape(value.shape).copy()
 
     def describe(self) -> str:

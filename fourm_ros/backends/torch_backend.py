@@ -1,4 +1,7 @@
-"""The PyTorch backend: runs the graph modules eagerly on CPU or CUDA, in the modules' dtype."""
+"""The PyTorch backend: runs the graph modules eagerly on CPU or CUDA, in the modules' dtype.
+
+A recurrent output (the sequence KV cache) is its input updated in place: pass it back to the next step
+and nowhere else. Thread-safe: every call runs in inference mode, which is per thread."""
 
 from __future__ import annotations
 
@@ -24,16 +27,20 @@ class TorchBackend(Backend):
     def graphs(self) -> tuple[str, ...]:
         return tuple(self._graphs)
 
-    def _tensor(self, value: Any) -> torch.Tensor:
+    def _tensor(self, value: Any, copy: bool = False) -> torch.Tensor:
+        """``copy``: a recurrent input (the KV cache), which the graph updates in place; an array from the
+        caller is copied once, a tensor this backend returned is reused."""
         if isinstance(value, torch.Tensor):
             return value.to(self.device)
-        return torch.as_tensor(np.ascontiguousarray(value), device=self.device)
+        array = np.array(value) if copy else np.ascontiguousarray(value)
+        return torch.as_tensor(array, device=self.device)
 
     @torch.inference_mode()
     def run(self, graph: str, **inputs: Any) -> dict[str, Any]:
         module = self._graphs.get(graph)
         self._check(graph, module.spec.inputs if module is not None else (), inputs)
-        outputs = module(*(self._tensor(inputs[name]) for name in module.spec.inputs))
+        consumed = set(module.spec.recurrent.values())
+        outputs = module(*(self._tensor(inputs[name], copy=name in consumed) for name in module.spec.inputs))
         if isinstance(outputs, torch.Tensor):
             outputs = (outputs,)
         return dict(zip(module.spec.outputs, outputs, strict=True))

@@ -42,7 +42,14 @@ import numpy as np
 import torch
 
 from fourm_ros import sample
-from fourm_ros.backends.graphs import build_graphs
+from fourm_ros.backends.graphs import (
+    SEQUENCE_CONTEXT_TOKENS,
+    SEQUENCE_TARGETS,
+    SequenceEmbed,
+    SequenceLogits,
+    SequenceStep,
+)
+from fourm_ros.backends.job import cache_lengths
 from fourm_ros.benchmarks.timing import count_flops, matmul_flops_per_second
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID
 from fourm_ros.pipeline.config import PipelineConfig
@@ -171,47 +178,54 @@ def errors(reference: Sequence[Results], candidate: Sequence[Results]) -> dict[s
 
 def _caption_step_rate(fp32: Components, steps: int = 8) -> tuple[float, float]:
     """(seconds per greedy caption token of torch float32, bytes of weights one step reads)."""
-    cache_length = 64
-    graphs = build_graphs(fp32.model, sequence_targets=["caption"], cache_lengths={"caption": cache_length})
-    step, cross = graphs["caption_step"], graphs["cross_kv"]
-    cfg = fp32.model.config
+    cache_length, model = 64, fp32.model
+    embed, logits_head = SequenceEmbed(model, "caption"), SequenceLogits(model, "caption")
+    step = SequenceStep(model, cache_length)
+    cfg = model.config
     with torch.inference_mode():
-        cross_kv = cross(torch.randn(1, 196, cfg.dim))
+        cross_kv = torch.randn(cfg.decoder_depth, 2, 1, cfg.num_heads, SEQUENCE_CONTEXT_TOKENS, cfg.head_dim)
         shape = (cfg.decoder_depth, 2, 1, cfg.num_heads, cache_length, cfg.head_dim)
 
         def run() -> None:
             cache, token = torch.zeros(shape), torch.full((1, 1), FIRST_SENTINEL_ID)
-            for position in range(steps):
-                logits, cache = step(token, torch.tensor([position]), cache, cross_kv)
-                token = logits.argmax(-1, keepdim=True)
+            for index in range(steps):
+                position = torch.tensor([index])
+                hidden, cache = step(embed(token, position), position, cache, cross_kv)
+                token = logits_head(hidden).argmax(-1, keepdim=True)
 
         run()
         start = time.perf_counter()
         run()
         seconds = (time.perf_counter() - start) / steps
-    decoder = [
-        p for name, p in fp32.model.named_parameters() if "decoder" in name or "caption" in name.lower()
-    ]
+    decoder = [p for name, p in model.named_parameters() if "decoder" in name or "caption" in name.lower()]
     return seconds, float(sum(p.numel() * p.element_size() for p in decoder))
 
 
-def _touch_sequences(pipeline: Pipeline, context: Any, steps: int = 4) -> None:
-    """A few cached steps of every sequence graph and one pose decode: enough to touch all their weights
-    (peak memory does not grow with more tokens; random weights never stop early, so full runs are slow)."""
+def _touch_sequences(pipeline: Pipeline, rgb: np.ndarray, steps: int = 4) -> None:
+    """The sequence context and a few joint steps of every sequence target, and one pose decode: enough to
+    touch all their weights (peak memory does not grow with more tokens; random weights never stop early,
+    so full runs are slow)."""
     backend, cfg = pipeline.backend, pipeline._model_config
-    cross_kv = backend.run("cross_kv", context=context)["cross_kv"]
-    for graph in (name for name in backend.graphs if name.endswith("_step")):
-        length = pipeline.config.tasks.caption.max_tokens
-        if graph.startswith("human"):
-            length = pipeline.config.tasks.human_pose.max_tokens
-        cache: Any = np.zeros((cfg.decoder_depth, 2, 1, cfg.num_heads, length, cfg.head_dim), np.float32)
-        token = np.full((1, 1), FIRST_SENTINEL_ID, np.int64)
-        for position in range(steps):
-            out = backend.run(
-                graph, token=token, position=np.array([position]), self_cache=cache, cross_kv=cross_kv
-            )
-            cache = out["next_cache"]
-            token = backend.to_numpy(out["logits"]).argmax(-1).reshape(1, 1).astype(np.int64)
+    targets = [SEQUENCE_TARGETS[task] for task in pipeline.sequence_tasks]
+    select = np.arange(len(targets), dtype=np.int64)
+    cross_kv = backend.run("sequence_cross_kv", rgb=rgb, targets=select)["cross_kv"]
+    length = max(cache_lengths(pipeline.config).values())
+    shape = (cfg.decoder_depth, 2, len(targets), cfg.num_heads, length, cfg.head_dim)
+    cache: Any = np.zeros(shape, np.float32)
+    tokens = dict.fromkeys(targets, np.full((1, 1), FIRST_SENTINEL_ID, np.int64))
+    for index in range(steps):
+        position = np.array([index])
+        embedded = [
+            backend.run(f"{target}_embed", token=tokens[target], position=position)["embedded"]
+            for target in targets
+        ]
+        embedded = np.concatenate([backend.to_numpy(rows) for rows in embedded])
+        inputs = {"position": position, "self_cache": cache, "cross_kv": cross_kv}
+        out = backend.run("sequence_step", embedded=embedded, **inputs)
+        cache, hidden = out["next_cache"], backend.to_numpy(out["hidden"])
+        for row, target in enumerate(targets):
+            logits = backend.run(f"{target}_logits", hidden=hidden[row : row + 1])["logits"]
+            tokens[target] = backend.to_numpy(logits).argmax(-1).reshape(1, 1).astype(np.int64)
     backend.run("pose_rotations", codes=np.zeros((2, 8), np.int64))
 
 
@@ -233,7 +247,7 @@ def peak_rss_child(variant: str, size: str, cache_dir: str) -> dict[str, Any]:
     results = pipeline.dense([frame])
     dense = time.perf_counter() - start
     rgb = preprocess([frame])[0]
-    _touch_sequences(pipeline, pipeline.backend.run("encoder", rgb=rgb)["context"])
+    _touch_sequences(pipeline, rgb)
     return {
         "start_s": started,
         "dense_s": dense,

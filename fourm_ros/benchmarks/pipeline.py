@@ -22,6 +22,8 @@ from fourm_ros.benchmarks.timing import count_flops, matmul_flops_per_second
 from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.pipeline.pipeline import Pipeline
 
+SEQUENCES = ("caption", "human_poses")
+
 
 def _peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
@@ -37,15 +39,17 @@ def run(config: PipelineConfig, frames: int = 3, batch: int = 1) -> int:
     batches = [[photos[(i * batch + j) % len(photos)] for j in range(batch)] for i in range(frames + 1)]
     pipeline(batches[0])  # warm-up: allocator, oneDNN kernels, lazy initialisation
     stage_times: dict[str, list[float]] = {}
-    totals, caption_tokens = [], []
+    totals, sequence_tokens, sequence_steps = [], [], []
     for frame_batch in batches[1:]:
         start = time.perf_counter()
         results = pipeline(frame_batch)
         totals.append(time.perf_counter() - start)
         for stage, seconds in results[0].timings.items():
             stage_times.setdefault(stage, []).append(seconds)
-        if "caption" in results[0].tokens:
-            caption_tokens.append(sum(int((r.tokens["caption"] != 0).sum()) for r in results))
+        sequences = [r.tokens[name] for r in results[:1] for name in SEQUENCES if name in r.tokens]
+        if sequences:  # caption and pose generated together: one decoder pass per step for both
+            sequence_tokens.append(sum(int((ids != 0).sum()) for ids in sequences))
+            sequence_steps.append(max(len(ids) for ids in sequences))
 
     print(f"fourm-ros bench: {pipeline.describe()}")
     print(f"machine: {platform.processor() or platform.machine()}, torch threads {torch.get_num_threads()}")
@@ -58,10 +62,12 @@ def run(config: PipelineConfig, frames: int = 3, batch: int = 1) -> int:
     total = statistics.median(totals)
     print(f"{'total per call':24} {total * 1e3:10.1f}")
     print(f"frames/s: {batch / total:.2f}")
-    if caption_tokens and "caption" in stage_times:
-        rate = statistics.median(caption_tokens) / statistics.median(stage_times["caption"])
+    if sequence_steps and "sequences" in stage_times:
+        steps = statistics.median(sequence_steps)
+        rate = steps / statistics.median(stage_times["sequences"])
         print(
-            f"caption: {statistics.median(caption_tokens) / batch:.0f} tokens per frame, {rate:.1f} tokens/s"
+            f"sequences: {statistics.median(sequence_tokens):.0f} tokens per frame (caption + pose) in "
+            f"{steps:.0f} joint steps, {rate:.1f} steps/s"
         )
     print(f"peak memory (RSS): {_peak_rss_gib():.2f} GiB")
     if pipeline.backend.name == "torch":

@@ -171,6 +171,66 @@ class FourM(nn.Module):
             raise ValueError("encode() needs at least one input (rgb or tokens)")
         return self._encode(parts)
 
+    def sequence_context(
+        self,
+        rgb: Tensor,
+        targets: Sequence[str],
+        select: Tensor | None = None,
+        sentinels: tuple[Tensor, Tensor] | None = None,
+        tokens: Mapping[str, Tensor] | None = None,
+    ) -> Tensor:
+        """Decoder contexts [T*B, N+1, D] for generating each sequence target from ``rgb`` [B, 3, 224, 224],
+        rows ordered target-major (row ``t * B + b`` is frame b conditioned for target t). ``select``: an
+        optional LongTensor [T] of indices into ``targets`` (default: all, in order), so one exported graph
+        serves any subset of its targets; ``sentinels``: ``sentinel_inputs(targets)`` computed once;
+        ``tokens``: further known inputs of each frame as in ``encode`` (e.g. ``tok_depth@224`` ids
+        [B, 196] of an RGB-D frame), in every target's context, so N counts them too.
+
+        4M-21 generates a sequence target with that target's first sentinel [S_1] among the encoder inputs
+        (the empty target as one masked span). In the reference (ml-4m ``fourm/models/generate.py``),
+        ``init_empty_target_modality`` / ``empty_seq_modality`` make [S_1] at index 0 the target's only
+        input token (``input_mask`` False there), and ``GenerationSampler.autoregressive_step_batched``
+        embeds every modality of the dict that has an encoder embedding (the image and the target itself)
+        and runs them through ``forward_mask_encoder_generation`` and the encoder; the resulting context,
+        which the target's decoder cross-attends to, includes [S_1] embedded by the target's own encoder
+        embedding at position 0. So each target has its own context, equal to
+        ``encode(rgb, {target: [[S_1]] * B})``; here the image is embedded once and every target's
+        context runs in one encoder batch (all have N+1 tokens)."""
+        image_x, image_emb = self._input(RGB)(rgb)
+        for name, ids in (tokens or {}).items():
+            if name == RGB or modalities.get(name).kind is ModalityKind.SEQUENCE:
+                raise ValueError(f"sequence_context() takes image-grid token inputs, not {name!r}")
+            known_x, known_emb = self._input(name)(ids)
+            image_x = torch.cat((image_x, known_x), dim=1)
+            image_emb = torch.cat((image_emb, known_emb), dim=1)
+        sentinel_x, sentinel_emb = self.sentinel_inputs(targets) if sentinels is None else sentinels
+        if select is not None:
+            sentinel_x, sentinel_emb = (
+                sentinel_x.index_select(0, select),
+                sentinel_emb.index_select(0, select),
+            )
+
+        def rows(image: Tensor, token: Tensor) -> Tensor:
+            count, (batch, length, dim) = token.shape[0], image.shape
+            image = image.unsqueeze(0).expand(count, -1, -1, -1)
+            token = token.unsqueeze(1).expand(-1, batch, -1, -1)
+            return torch.cat((image, token), dim=2).reshape(-1, length + 1, dim)
+
+        return self._encode([(rows(image_x, sentinel_x), rows(image_emb, sentinel_emb))])
+
+    def sentinel_inputs(self, targets: Sequence[str]) -> tuple[Tensor, Tensor]:
+        """Each sequence target's [S_1] at position 0 through its encoder embedding: content and position +
+        modality embedding, each [T, 1, D] (constants of the weights)."""
+        if not targets:
+            raise ValueError("sequence_context() needs at least one sequence target")
+        sentinel = torch.full((1, 1), FIRST_SENTINEL_ID, dtype=torch.long, device=self.mask_token.device)
+        parts = []
+        for name in targets:
+            if modalities.get(name).kind is not ModalityKind.SEQUENCE:
+                raise ValueError(f"{name!r} is not a sequence modality")
+            parts.append(self._input(name)(sentinel))
+        return torch.cat([part[0] for part in parts]), torch.cat([part[1] for part in parts])
+
     def _encode(self, parts: list[tuple[Tensor, Tensor]], batch: int = 0) -> Tensor:
         if not parts:  # nothing to condition on: an empty context
             return self.mask_token.new_zeros(batch, 0, self.config.dim)
@@ -261,13 +321,39 @@ class FourM(nn.Module):
         ``token`` [B, 1] ids at sequence index ``position`` (LongTensor [1]); ``self_cache``
         [L, 2, B, H, S, hd] keys/values of indices < position; ``cross_kv`` from ``precompute_cross_kv``.
         Returns the next-token logits [B, vocab] and the cache with this token's keys/values added."""
+        x = self.embed_sequence_token(target, token, position)
+        hidden, cache = self.decode_step_hidden(x, position, self_cache, cross_kv)
+        return self.sequence_logits(target, hidden), cache
+
+    def embed_sequence_token(self, target: str, token: Tensor, position: Tensor) -> Tensor:
+        """Decoder input [B, 1, D] of ``token`` [B, 1] at sequence index ``position`` [1] of ``target``."""
         head = self._output(target, ModalityKind.SEQUENCE)
-        x = head.token_emb(token) + head.emb(position.reshape(1, 1).expand_as(token))
+        return head.token_emb(token) + head.emb(position.reshape(1, 1).expand_as(token))
+
+    def decode_step_hidden(
+        self, x: Tensor, position: Tensor, self_cache: Tensor, cross_kv: Tensor, *, in_place: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """The decoder blocks on embedded tokens ``x`` [R, 1, D] at ``position`` [1]: the normalised hidden
+        state [R, D] and the updated cache. Target-agnostic: rows of different sequence targets (each with
+        its own cross K/V and cache rows) share one pass, so the decoder weights are read once per step.
+
+        ``in_place=True`` (eager inference) writes the new keys/values into ``self_cache`` itself and
+        returns it, attending to the filled prefix only; the default is the pure static-shape function
+        that is exported. Both give the same values."""
+        if in_place:
+            index = int(position.reshape(-1)[0])
+            for block, kv, cache in zip(self.decoder, cross_kv, self_cache, strict=True):
+                x = block.forward_in_place(x, kv, index, cache)
+            return self.decoder_norm(x)[:, 0], self_cache
         caches = []
         for block, kv, cache in zip(self.decoder, cross_kv, self_cache, strict=True):
             x, cache = block.forward_cached(x, kv, position, cache)
             caches.append(cache)
-        return head.to_logits(self.decoder_norm(x))[:, 0], torch.stack(caches)
+        return self.decoder_norm(x)[:, 0], torch.stack(caches)
+
+    def sequence_logits(self, target: str, hidden: Tensor) -> Tensor:
+        """Next-token logits [B, vocab] of ``target`` from ``decode_step_hidden``'s hidden state [B, D]."""
+        return self._output(target, ModalityKind.SEQUENCE).to_logits(hidden)
 
     def _sequence_logits(self, target: str, ids: Tensor, cross_kv: Tensor) -> Tensor:
         """Next-token logits [B, vocab] re-decoding the whole prefix ``ids`` [B, T] (reference behaviour)."""
@@ -307,13 +393,13 @@ class FourM(nn.Module):
         cross_kv = self.precompute_cross_kv(context)
         start = torch.full((batch, 1), FIRST_SENTINEL_ID, device=device)
         if use_cache:
-            cache = self.empty_self_cache(batch, max_tokens)
+            cache = self.empty_self_cache(batch, max_tokens)  # owned here, so updated in place
 
             def step(token: Tensor, index: int) -> Tensor:
-                nonlocal cache
                 position = torch.tensor([index], device=device)
-                logits, cache = self.decode_step(target, token, position, cache, cross_kv)
-                return logits
+                x = self.embed_sequence_token(target, token, position)
+                hidden, _ = self.decode_step_hidden(x, position, cache, cross_kv, in_place=True)
+                return self.sequence_logits(target, hidden)
 
         else:
             prefix = start[:, :0]

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -88,6 +89,16 @@ def temperature_schedule(kind: str, temperature: float, counts: list[int]) -> li
     raise ValueError(f"unknown temperature schedule {kind!r}; choose 'constant' or 'linear'")
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How one sequence picks its tokens: argmax (temperature 0) or filtered sampling from ``generator``."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    generator: torch.Generator | None = None
+
+
 def autoregress(
     step: Callable[[Tensor, int], Tensor],
     start: Tensor,
@@ -99,21 +110,60 @@ def autoregress(
     top_p: float = 1.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
-    """The autoregressive loop shared by every backend: ``step(token [B, 1], index)`` returns the logits
-    [B, V] that follow ``token`` at sequence ``index`` (keeping whatever cache it needs).
+    """The autoregressive loop of one sequence: ``step(token [B, 1], index)`` returns the logits [B, V] that
+    follow ``token`` at sequence ``index`` (keeping whatever cache it needs).
 
     Starts from ``start`` [B, 1]; a row is finished at its first token in ``stop_ids`` and padded with
     ``pad_id`` afterwards. Returns the generated ids [B, T], T <= ``max_tokens``, stop tokens included."""
-    check_sampling(temperature, top_k, top_p)
-    stop = torch.tensor(list(stop_ids), device=start.device)
-    token, generated = start, []
-    finished = torch.zeros(start.shape, dtype=torch.bool, device=start.device)
-    for index in range(max_tokens):
-        logits = torch.as_tensor(step(token, index)).to(start.device)
-        token = sample_logits(logits, temperature, top_k, top_p, generator)[0].reshape(start.shape)
-        token = token.masked_fill(finished, pad_id)
-        generated.append(token)
-        finished |= torch.isin(token, stop)
-        if bool(finished.all()):
-            break
-    return torch.cat(generated, dim=1)
+    sampling = Sampling(temperature, top_k, top_p, generator)
+    return autoregress_jointly(
+        lambda tokens, index: {"": step(tokens[""], index)},
+        {"": start},
+        {"": max_tokens},
+        stop_ids,
+        pad_id,
+        {"": sampling},
+    )[""]
+
+
+def autoregress_jointly(
+    step: Callable[[dict[str, Tensor], int], Mapping[str, Tensor]],
+    starts: Mapping[str, Tensor],
+    max_tokens: Mapping[str, int],
+    stop_ids: Sequence[int],
+    pad_id: int,
+    sampling: Mapping[str, Sampling],
+) -> dict[str, Tensor]:
+    """Several sequences (e.g. caption and human poses) advancing together, so one decoder pass per index
+    serves all of them: ``step(tokens, index)`` gets the last token [B, 1] of every sequence still running
+    (in the order of ``starts``) and returns their next-token logits [B, V] by the same names.
+
+    A sequence stops (and is no longer passed to ``step``) when all its rows are finished or it has
+    ``max_tokens[name]`` tokens; each is sampled with its own ``sampling[name]`` (its own generator), so
+    every result equals generating that sequence alone. Returns the generated ids [B, T_name] by name."""
+    for name in starts:
+        rule = sampling[name]
+        check_sampling(rule.temperature, rule.top_k, rule.top_p)
+        if max_tokens[name] < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {max_tokens[name]} for {name!r}")
+    stops = {name: torch.tensor(list(stop_ids), device=start.device) for name, start in starts.items()}
+    tokens = dict(starts)
+    generated: dict[str, list[Tensor]] = {name: [] for name in starts}
+    finished = {
+        name: torch.zeros(start.shape, dtype=torch.bool, device=start.device)
+        for name, start in starts.items()
+    }
+    running, index = list(starts), 0
+    while running:
+        logits = step({name: tokens[name] for name in running}, index)
+        for name in running:
+            start, rule = starts[name], sampling[name]
+            values = torch.as_tensor(logits[name]).to(start.device)
+            token = sample_logits(values, rule.temperature, rule.top_k, rule.top_p, rule.generator)[0]
+            token = token.reshape(start.shape).masked_fill(finished[name], pad_id)
+            generated[name].append(token)
+            finished[name] |= torch.isin(token, stops[name])
+            tokens[name] = token
+        index += 1
+        running = [name for name in running if index < max_tokens[name] and not bool(finished[name].all())]
+    return {name: torch.cat(values, dim=1) for name, values in generated.items()}

@@ -52,6 +52,13 @@ def _merge_heads(x: Tensor) -> Tensor:
     return x.transpose(1, 2).reshape(batch, length, heads * head_dim)
 
 
+def one_query_attention(q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+    """softmax(q kᵀ / sqrt(hd)) v for q [B, H, 1, hd], as three small ops: for a single query the fused
+    CPU attention kernel costs more (a parallel region per call) than the work itself."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return torch.matmul(scores.softmax(dim=-1), v)
+
+
 class SelfAttention(nn.Module):
     """Multi-head self-attention with a fused ``qkv`` projection laid out as (3, heads, head_dim)."""
 
@@ -77,6 +84,16 @@ class SelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, cache[0], cache[1], attn_mask=visible)
         return self.proj(_merge_heads(out)), cache
 
+    def forward_in_place(self, x: Tensor, position: int, cache: Tensor) -> Tensor:
+        """``forward_cached`` for eager inference: writes this token's key/value into ``cache`` in place
+        and attends to the filled prefix only, so a step neither copies the cache nor computes over its
+        unused slots (the static-shape version above is what gets exported)."""
+        q, k, v = _split_heads(self.qkv(x), 3, self.heads)
+        cache[0, :, :, position] = k[:, :, 0]
+        cache[1, :, :, position] = v[:, :, 0]
+        visible = cache[:, :, :, : position + 1]
+        return self.proj(_merge_heads(one_query_attention(q, visible[0], visible[1])))
+
 
 class CrossAttention(nn.Module):
     """Multi-head cross-attention: ``q`` on the queries, fused ``kv`` (2, heads, head_dim) on the context."""
@@ -91,6 +108,11 @@ class CrossAttention(nn.Module):
     def context_kv(self, context: Tensor) -> Tensor:
         """Keys and values of a (normalised) context: [2, B, H, N, hd]."""
         return _split_heads(self.kv(context), 2, self.heads)
+
+    def forward_one_query(self, x: Tensor, kv: Tensor) -> Tensor:
+        """``forward`` for one query per row (an eager autoregressive step), see ``one_query_attention``."""
+        q = _split_heads(self.q(x), 1, self.heads)[0]
+        return self.proj(_merge_heads(one_query_attention(q, kv[0], kv[1])))
 
     def forward(self, x: Tensor, kv: Tensor) -> Tensor:
         if kv.shape[3] == 0:
@@ -148,6 +170,12 @@ class DecoderBlock(nn.Module):
         x = x + out
         x = x + self.cross_attn(self.query_norm(x), kv)
         return x + self.mlp(self.norm2(x)), cache
+
+    def forward_in_place(self, x: Tensor, kv: Tensor, position: int, cache: Tensor) -> Tensor:
+        """``forward_cached`` writing into ``cache`` in place (eager inference only)."""
+        x = x + self.self_attn.forward_in_place(self.norm1(x), position, cache)
+        x = x + self.cross_attn.forward_one_query(self.query_norm(x), kv)
+        return x + self.mlp(self.norm2(x))
 
 
 def _frequencies(count: int) -> Tensor:

@@ -1,8 +1,9 @@
 """The perception pipeline: RGB frames in, typed :class:`Results` out, on any backend.
 
 Stages per batch of frames: preprocess → encoder (once) → one batched decoder pass for every dense target
-→ tokenizer decoders (depth / normals DDIM, segmentation) → captions and human poses by autoregression
-with a KV cache (every ``every_n_frames`` calls). The backend runs the tensor graphs; the loops and the
+→ tokenizer decoders (depth / normals DDIM, segmentation) → captions and human poses, each conditioned on
+the image and its own [S_1] as 4M-21 generates them, by joint autoregression with a KV cache (every
+``every_n_frames`` frames). The backend runs the tensor graphs; the loops and the
 token/skeleton parsing live here, so every backend computes the same thing.
 """
 
@@ -125,7 +126,11 @@ class Pipeline:
         self._pose_decoder = _GraphPoseDecoder(self.backend)
         self._depth_input = components.depth_encoder is not None
         self._frames_seen = 0  # every_n_frames counts frames across calls of __call__
-        self._generator = torch.Generator().manual_seed(0)  # sequence sampling (temperature > 0)
+        # Sequence sampling (temperature > 0): one generator per task, so a task's ids do not depend on
+        # which other tasks run with it.
+        self._generators = {
+            task: torch.Generator().manual_seed(index) for index, task in enumerate(SEQUENCE_TARGETS)
+        }
         if self.random_weights:
             LOG.warning(RANDOM_WEIGHTS_WARNING)
         if self._sampled_dense and self._depth_input:
@@ -326,17 +331,27 @@ class Pipeline:
         timings: dict[str, float],
         pause: Callable[[], None] | None = None,
     ) -> None:
-        """Captions and human poses by autoregression with a KV cache."""
+        """Captions and human poses: each conditioned as 4M-21 generates it (its own encoder context with
+        its [S_1], all targets in one encoder batch), then generated together, one decoder pass per step."""
+        tasks = [task for task in self._sequences if task in tasks]  # the graphs' row order
         if not tasks:
             return
-        batch = len(fields)
-        with _timed(timings, "sequence_encoder"):
-            context = self._context(prepared)
-        with _timed(timings, "cross_kv"):
-            cross_kv = self.backend.run("cross_kv", context=context)["cross_kv"]
-        for task in tasks:
-            with _timed(timings, task):
-                ids = self._generate(task, cross_kv, batch, pause).numpy()
+        select = np.array([self._sequences.index(task) for task in tasks], dtype=np.int64)
+        with _timed(timings, "sequence_context"):
+            if prepared.depth_tokens is None:
+                cross_kv = self.backend.run("sequence_cross_kv", rgb=prepared.rgb, targets=select)
+            else:  # RGB-D: every target's context also holds the frame's depth tokens
+                cross_kv = self.backend.run(
+                    "rgbd_sequence_cross_kv",
+                    rgb=prepared.rgb,
+                    depth_tokens=prepared.depth_tokens,
+                    targets=select,
+                )
+            cross_kv = cross_kv["cross_kv"]
+        with _timed(timings, "sequences"):
+            generated = self._generate(tasks, cross_kv, len(fields), pause)
+        for task, ids in generated.items():
+            ids = ids.numpy()
             for b, frame_fields in enumerate(fields):
                 frame_fields["tokens"][SEQUENCE_TARGETS[task]] = ids[b]
             if task == "caption":
@@ -407,38 +422,62 @@ class Pipeline:
         return divae.optical_frame_normals(divae.unit_normals(output))
 
     def _generate(
-        self, task: str, cross_kv: Any, batch: int, pause: Callable[[], None] | None = None
-    ) -> torch.Tensor:
-        """Autoregressive ids [B, T] of a sequence task, with the static-shape KV cache of its step graph."""
-        settings = getattr(self.config.tasks, task)
+        self,
+        tasks: Sequence[str],
+        cross_kv: Any,
+        batch: int,
+        pause: Callable[[], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Autoregressive ids [B, T] of each sequence task, all tasks in one batch through the shared step
+        graph: rows target-major as in ``cross_kv``, one self-attention cache padded to the longest
+        max_tokens; a task whose rows are all finished drops out (its rows leave the cache and cross K/V).
+        Each task samples with its own generator, so the ids equal generating each task alone; ``pause``
+        runs before every step (the node's lanes yield there)."""
+        settings = {task: getattr(self.config.tasks, task) for task in tasks}
         cfg = self._model_config
-        shape = (cfg.decoder_depth, 2, batch, cfg.num_heads, settings.max_tokens, cfg.head_dim)
+        length = max(rule.max_tokens for rule in settings.values())
+        shape = (cfg.decoder_depth, 2, len(tasks) * batch, cfg.num_heads, length, cfg.head_dim)
         cache: Any = np.zeros(shape, dtype=np.float32)
-        graph = f"{SEQUENCE_TARGETS[task]}_step"
+        running = list(tasks)
+        run, to_numpy = self.backend.run, self.backend.to_numpy
 
-        def step(token: torch.Tensor, position: int) -> torch.Tensor:
-            nonlocal cache
+        def embed(task: str, token: torch.Tensor, position: np.ndarray) -> np.ndarray:
+            out = run(f"{SEQUENCE_TARGETS[task]}_embed", token=token.numpy(), position=position)
+            return to_numpy(out["embedded"])
+
+        def head(task: str, hidden: np.ndarray) -> torch.Tensor:
+            out = run(f"{SEQUENCE_TARGETS[task]}_logits", hidden=hidden)
+            return torch.from_numpy(to_numpy(out["logits"]))
+
+        def step(tokens: dict[str, torch.Tensor], index: int) -> dict[str, torch.Tensor]:
+            nonlocal cache, cross_kv, running
             if pause is not None:
                 pause()
-            out = self.backend.run(
-                graph,
-                token=token.numpy(),
-                position=np.array([position], dtype=np.int64),
-                self_cache=cache,
-                cross_kv=cross_kv,
+            if list(tokens) != running:  # a task finished: keep the rows of the others
+                rows = np.concatenate([np.arange(batch) + running.index(task) * batch for task in tokens])
+                cache, cross_kv = (
+                    np.ascontiguousarray(to_numpy(value)[:, :, rows]) for value in (cache, cross_kv)
+                )
+                running = list(tokens)
+            position = np.array([index], dtype=np.int64)
+            embedded = np.concatenate([embed(task, token, position) for task, token in tokens.items()])
+            out = run(
+                "sequence_step", embedded=embedded, position=position, self_cache=cache, cross_kv=cross_kv
             )
             cache = out["next_cache"]
-            return torch.from_numpy(self.backend.to_numpy(out["logits"]))
+            hidden = to_numpy(out["hidden"])
+            return {task: head(task, hidden[k * batch : (k + 1) * batch]) for k, task in enumerate(running)}
 
         start = torch.full((batch, 1), FIRST_SENTINEL_ID, dtype=torch.long)
-        return generation.autoregress(
+        sampling = {
+            task: generation.Sampling(rule.temperature, rule.top_k, rule.top_p, self._generators[task])
+            for task, rule in settings.items()
+        }
+        return generation.autoregress_jointly(
             step,
-            start,
-            settings.max_tokens,
+            dict.fromkeys(tasks, start),
+            {task: rule.max_tokens for task, rule in settings.items()},
             STOP_IDS,
             text.PAD_ID,
-            settings.temperature,
-            settings.top_k,
-            settings.top_p,
-            self._generator,
+            sampling,
         )

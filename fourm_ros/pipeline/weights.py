@@ -61,8 +61,13 @@ def model_outputs(config: PipelineConfig) -> tuple[str, ...]:
 
 
 def model_inputs(config: PipelineConfig) -> tuple[str, ...]:
-    """The 4M-21 input modalities of ``config.inputs``."""
-    return tuple(INPUT_MODALITIES[name] for name in config.inputs)
+    """The 4M-21 encoder inputs: the modalities of ``config.inputs``, and each enabled sequence target,
+    whose [S_1] conditions its generation (see ``FourM.sequence_context``)."""
+    tasks = config.tasks.enabled
+    return (
+        *(INPUT_MODALITIES[name] for name in config.inputs),
+        *(SEQUENCE_TARGETS[task] for task in SEQUENCE_TARGETS if task in tasks),
+    )
 
 
 def required_sources(config: PipelineConfig) -> dict[str, str]:

@@ -41,7 +41,7 @@ def _inputs(graph_name, graph, batch, seed=0):
     for name, example in zip(graph.spec.inputs, graph.example_inputs(batch), strict=True):
         if example.dtype == torch.long:
             high = {"tokens": 4096, "codes": 1024, "token": 30000}.get(name)
-            fixed = {"position": [5], "timestep": [640]}.get(name)
+            fixed = {"position": [5], "timestep": [640], "targets": [1, 0]}.get(name)
             arrays[name] = rng.integers(0, high, example.shape) if fixed is None else np.array(fixed)
         else:
             arrays[name] = rng.standard_normal(example.shape).astype(np.float32)
@@ -81,8 +81,9 @@ def test_manifest_describes_every_file(tiny_export, tiny_graphs, tiny_config):
     assert data["key_fields"]["fourm_ros"] == fourm_ros.__version__
     assert data["key_fields"]["dtype"] == "float32"
     assert data["weights_sha256"] == weights_fingerprint(tiny_graphs)
-    assert data["key_fields"]["graphs"]["caption_step"]["cache_length"] == 64
-    assert data["key_fields"]["graphs"]["human_poses_step"]["cache_length"] == 120
+    # One step graph for caption and human poses: its cache holds the longer max_tokens.
+    assert data["key_fields"]["graphs"]["sequence_step"]["cache_length"] == 120
+    assert data["key_fields"]["graphs"]["sequence_cross_kv"]["targets"] == ["caption", "human_poses"]
     assert data["key_fields"]["graphs"]["dense_decoder"]["targets"] == [
         "tok_depth@224",
         "tok_normal@224",
@@ -92,11 +93,16 @@ def test_manifest_describes_every_file(tiny_export, tiny_graphs, tiny_config):
         assert file_sha256(tiny_export.directory / graph["file"]) == graph["sha256"]
         assert [item["name"] for item in graph["inputs"]] == list(tiny_graphs[name].spec.inputs)
         assert [item["name"] for item in graph["outputs"]] == list(tiny_graphs[name].spec.outputs)
-    step = data["graphs"]["caption_step"]
+    step = data["graphs"]["sequence_step"]
     assert step["recurrent"] == {"next_cache": "self_cache"}
     shapes = {item["name"]: (item["dtype"], item["shape"]) for item in step["inputs"]}
-    assert shapes["self_cache"] == ("float32", [1, 2, "batch", 2, 64, 16])
-    assert shapes["token"] == ("int64", ["batch", 1]) and shapes["position"] == ("int64", [1])
+    assert shapes["self_cache"] == ("float32", [1, 2, "rows", 2, 120, 16])
+    assert shapes["cross_kv"] == ("float32", [1, 2, "rows", 2, 197, 16])
+    assert shapes["embedded"] == ("float32", ["rows", 1, 32]) and shapes["position"] == ("int64", [1])
+    embed = {item["name"]: item["shape"] for item in data["graphs"]["caption_embed"]["inputs"]}
+    assert embed == {"token": ["batch", 1], "position": [1]}
+    context = {item["name"]: item["shape"] for item in data["graphs"]["sequence_cross_kv"]["inputs"]}
+    assert context == {"rgb": ["batch", 3, 224, 224], "targets": ["targets"]}
     assert data["graphs"]["pose_rotations"]["outputs"][0]["shape"] == ["persons", 23, 3, 3]
     assert tiny_export.problems() == []
 
@@ -193,9 +199,11 @@ def test_graphs_share_one_weights_file_holding_each_tensor_once(tiny_export, tin
         }
         for name in tiny_graphs
     }
-    # The decoder's weights are held by the dense, cross-K/V and both step graphs: stored once, shared.
-    assert referenced["caption_step"] & referenced["dense_decoder"]
-    assert referenced["human_poses_step"] & referenced["caption_step"]
+    # The decoder's weights are held by the dense, sequence cross-K/V and step graphs, the encoder's by the
+    # encoder and sequence cross-K/V graphs: stored once, shared.
+    assert referenced["sequence_step"] & referenced["dense_decoder"]
+    assert referenced["sequence_cross_kv"] & referenced["encoder"]
+    assert referenced["sequence_cross_kv"] & referenced["dense_decoder"]
     size = (directory / export.WEIGHTS_NAME).stat().st_size
     assert size <= 1.02 * _state_bytes(tiny_graphs)
     assert size < sum(length for ranges in referenced.values() for _, length in ranges)

@@ -25,7 +25,7 @@ def test_rgbd_pipeline_on_onnxruntime_equals_torch(tmp_path):
     manifest = export_graphs(
         job_graphs(config, components), tmp_path, model="tiny rgbd", tasks=config.tasks.enabled
     )
-    assert {"depth_tokenizer", "rgbd_encoder"} <= set(manifest.graphs)
+    assert {"depth_tokenizer", "rgbd_encoder", "rgbd_sequence_cross_kv"} <= set(manifest.graphs)
     frame = sample_rgbd.render(0)
     depth = [sensor_depth_metres(frame.sensor_mm, "16UC1")]
     on_torch = Pipeline(config, components)

@@ -1,5 +1,7 @@
 """The whole pipeline on ONNX Runtime agrees with the pipeline on torch, on the sample photographs."""
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -68,3 +70,30 @@ def test_factory_builds_the_onnxruntime_pipeline(
     assert backend.selection_reason.startswith("backend onnxruntime → onnxruntime")
     pipeline = Pipeline(config, tiny, backend)
     _assert_same(Pipeline(tiny_config, tiny)(frames[:1]), pipeline(frames[:1]))
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_dense_and_sequence_lanes_run_at_once(tiny, tiny_config, tiny_export, frames, backend):
+    """The node calls dense() and sequences() from two threads on one pipeline; both equal a plain call."""
+    expected = Pipeline(tiny_config, tiny)(frames[:1])[0]
+    engine = OnnxRuntimeBackend(tiny_export, threads=1) if backend == "onnxruntime" else None
+    pipeline = Pipeline(tiny_config, tiny, engine)
+    results = {}
+
+    def lane(name, call):
+        for _ in range(2):
+            results[name] = call(frames[:1])[0]
+
+    threads = [
+        threading.Thread(target=lane, args=("dense", pipeline.dense)),
+        threading.Thread(target=lane, args=("sequences", pipeline.sequences)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for name in ("tok_depth@224", "tok_normal@224", "tok_semseg@224"):
+        np.testing.assert_array_equal(results["dense"].tokens[name], expected.tokens[name], err_msg=name)
+    np.testing.assert_allclose(results["dense"].depth, expected.depth, atol=MAP_TOLERANCE, rtol=0)
+    for name in ("caption", "human_poses"):
+        np.testing.assert_array_equal(results["sequences"].tokens[name], expected.tokens[name], err_msg=name)

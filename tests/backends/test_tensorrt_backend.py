@@ -2,6 +2,7 @@
 repaired, the KV cache stays on the device. Skipped (with the reason) where TensorRT or a GPU is absent."""
 
 import logging
+import threading
 
 import numpy as np
 import pytest
@@ -42,18 +43,42 @@ def test_fp32_engines_run_the_pipeline_like_torch(tiny, tiny_config, fp32):
 
 
 def test_the_kv_cache_stays_on_the_device(tiny_graphs, fp32):
-    step = tiny_graphs["caption_step"]
+    step = tiny_graphs["sequence_step"]
     examples = zip(step.spec.inputs, step.example_inputs(1), strict=True)
     inputs = {name: value.numpy() for name, value in examples}
-    first = fp32.run("caption_step", **inputs)
+    inputs["embedded"] = np.random.default_rng(0).standard_normal(inputs["embedded"].shape).astype(np.float32)
+    first = fp32.run("sequence_step", **inputs)
     assert isinstance(first["next_cache"], DeviceArray)
     later = {**inputs, "position": np.array([1]), "self_cache": first["next_cache"]}
-    second = fp32.run("caption_step", **later)
+    second = fp32.run("sequence_step", **later)
     assert second["next_cache"].buffer.ptr != first["next_cache"].buffer.ptr  # ping-pong, no copy
     reference = TorchBackend(tiny_graphs)
-    cache = reference.run("caption_step", **inputs)["next_cache"]
-    want = reference.run("caption_step", **{**inputs, "position": np.array([1]), "self_cache": cache})
-    np.testing.assert_allclose(fp32.to_numpy(second["logits"]), want["logits"].numpy(), atol=MAP_TOLERANCE)
+    cache = reference.run("sequence_step", **inputs)["next_cache"]
+    want = reference.run("sequence_step", **{**inputs, "position": np.array([1]), "self_cache": cache})
+    np.testing.assert_allclose(fp32.to_numpy(second["hidden"]), want["hidden"].numpy(), atol=MAP_TOLERANCE)
+
+
+def test_two_lanes_each_have_their_own_context_and_stream(tiny, tiny_config, fp32):
+    frames = [frame.rgb for frame in sample_frames()[:1]]
+    expected = Pipeline(tiny_config, tiny)(frames)[0]
+    pipeline = Pipeline(tiny_config, tiny, fp32)
+    results, lanes = {}, {}
+
+    def lane(name, call):
+        results[name] = call(frames)[0]
+        lanes[name] = fp32._lane()
+
+    threads = [
+        threading.Thread(target=lane, args=("dense", pipeline.dense)),
+        threading.Thread(target=lane, args=("sequences", pipeline.sequences)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert lanes["dense"].memory.handle != lanes["sequences"].memory.handle
+    np.testing.assert_array_equal(results["dense"].tokens["tok_depth@224"], expected.tokens["tok_depth@224"])
+    np.testing.assert_array_equal(results["sequences"].tokens["caption"], expected.tokens["caption"])
 
 
 def test_a_batch_beyond_the_profile_is_a_clear_error(tiny_graphs, fp32):

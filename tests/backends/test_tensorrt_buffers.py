@@ -7,6 +7,7 @@ What it cannot cover: TensorRT itself (see test_tensorrt_backend.py, which needs
 
 import ctypes
 import math
+import threading
 
 import numpy as np
 import pytest
@@ -75,6 +76,8 @@ class FakeContext:
             for symbol, size in zip(info.shape, self.shapes[info.name], strict=True):
                 if isinstance(symbol, str):
                     axes[symbol] = size
+        if "targets" in axes:  # the sequence context's rows: frames x targets (TensorRT infers it)
+            axes["rows"] = axes["batch"] * axes["targets"]
         info = next(i for i in self.engine.graph.outputs if i.name == name)
         return tuple(axes[s] if isinstance(s, str) else s for s in info.shape)
 
@@ -146,14 +149,17 @@ def test_the_pipeline_through_the_buffers_equals_torch(tiny, tiny_config, backen
 
 
 def test_the_kv_cache_alternates_between_two_device_buffers(backend, tiny_graphs):
-    step = tiny_graphs["caption_step"]
+    step = tiny_graphs["sequence_step"]
     inputs = {
         name: value.numpy() for name, value in zip(step.spec.inputs, step.example_inputs(2), strict=True)
     }
+    inputs["embedded"] = np.random.default_rng(0).standard_normal(inputs["embedded"].shape).astype(np.float32)
     addresses = []
     cache = inputs["self_cache"]
     for position in range(4):
-        out = backend.run("caption_step", **{**inputs, "position": np.array([position]), "self_cache": cache})
+        out = backend.run(
+            "sequence_step", **{**inputs, "position": np.array([position]), "self_cache": cache}
+        )
         cache = out["next_cache"]
         assert isinstance(cache, DeviceArray) and cache.shape == inputs["self_cache"].shape
         addresses.append(cache.buffer.ptr)
@@ -164,11 +170,22 @@ def test_the_kv_cache_alternates_between_two_device_buffers(backend, tiny_graphs
 
 def test_outputs_feed_other_graphs_without_a_copy(backend, tiny_graphs):
     rgb = np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)
-    context = backend.run("encoder", rgb=rgb)["context"]
-    kv = backend.run("cross_kv", context=context)["cross_kv"]
+    targets = np.array([1, 0])
+    kv = backend.run("sequence_cross_kv", rgb=rgb, targets=targets)["cross_kv"]
+    out = backend.run(
+        "sequence_step",
+        embedded=np.ones((2, 1, 32), np.float32),
+        position=np.array([0]),
+        self_cache=np.zeros((1, 2, 2, 2, 120, 16), np.float32),
+        cross_kv=kv,
+    )
     with torch.no_grad():
-        want = tiny_graphs["cross_kv"](tiny_graphs["encoder"](torch.from_numpy(rgb))).numpy()
-    np.testing.assert_allclose(backend.to_numpy(kv), want, atol=1e-4)
+        want_kv = tiny_graphs["sequence_cross_kv"](torch.from_numpy(rgb), torch.from_numpy(targets))
+        want = tiny_graphs["sequence_step"](
+            torch.ones(2, 1, 32), torch.tensor([0]), torch.zeros(1, 2, 2, 2, 120, 16), want_kv
+        )
+    np.testing.assert_allclose(backend.to_numpy(kv), want_kv.numpy(), atol=1e-4)
+    np.testing.assert_allclose(backend.to_numpy(out["hidden"]), want[0].numpy(), atol=1e-4)
 
 
 def test_shapes_outside_the_profile_are_clear_errors(backend):
@@ -180,3 +197,33 @@ def test_shapes_outside_the_profile_are_clear_errors(backend):
         backend.run("pose_rotations", codes=np.zeros((0, 8), np.int64))
     with pytest.raises(BackendError, match="takes inputs"):
         backend.run("encoder", image=np.zeros((1, 3, 224, 224), np.float32))
+
+
+def test_two_lanes_run_at_once_each_with_its_own_contexts(tiny, tiny_config, backend, monkeypatch):
+    """The node's dense and sequence threads call one backend concurrently: each thread gets its own
+    execution contexts, buffers and stream (here a second HostMemory), and both compute what torch does."""
+    monkeypatch.setattr(tensorrt_backend, "device_memory", lambda device: HostMemory())
+    frames = [frame.rgb for frame in sample_frames()[:1]]
+    expected = Pipeline(tiny_config, tiny)(frames)[0]
+    pipeline = Pipeline(tiny_config, tiny, backend)
+    results, contexts = {}, {}
+
+    def lane(name, call):
+        for _ in range(2):
+            results[name] = call(frames)[0]
+        contexts[name] = backend._lane()
+
+    threads = [
+        threading.Thread(target=lane, args=("dense", pipeline.dense)),
+        threading.Thread(target=lane, args=("sequences", pipeline.sequences)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert contexts["dense"] is not contexts["sequences"]
+    assert contexts["dense"].memory is not contexts["sequences"].memory
+    np.testing.assert_array_equal(results["dense"].tokens["tok_depth@224"], expected.tokens["tok_depth@224"])
+    np.testing.assert_allclose(results["dense"].depth, expected.depth, atol=1e-4)
+    np.testing.assert_array_equal(results["sequences"].tokens["caption"], expected.tokens["caption"])
+    np.testing.assert_array_equal(results["sequences"].tokens["human_poses"], expected.tokens["human_poses"])

@@ -13,7 +13,7 @@ CONFIG = FourMConfig(
     encoder_depth=2,
     decoder_depth=2,
     num_heads=2,
-    domains_in=("rgb@224", "tok_depth@224", "caption"),
+    domains_in=("rgb@224", "tok_depth@224", "caption", "human_poses"),
     domains_out=(*DENSE, "caption", "human_poses"),
 )
 
@@ -81,6 +81,42 @@ def test_decode_step_logits_equal_full_prefix_logits_and_leave_the_cache_argumen
         expected = model._sequence_logits("caption", ids[:, : index + 1], cross_kv)
         torch.testing.assert_close(logits, expected, atol=1e-5, rtol=0)
         cache = new_cache
+
+
+@torch.no_grad()
+def test_the_in_place_step_equals_the_exported_static_step(model, image):
+    """Eager steps write the cache in place and attend to the filled prefix; the exported step is pure.
+    Rows of both sequence targets share the pass, each with its own context and cache rows."""
+    context = model.sequence_context(image, ["caption", "human_poses"])  # 4 rows, target-major
+    cross_kv = model.precompute_cross_kv(context)
+    pure, in_place = model.empty_self_cache(4, 6), model.empty_self_cache(4, 6)
+    tokens = torch.tensor([[5], [5], [5], [5]])
+    for index in range(6):
+        position = torch.tensor([index])
+        x = torch.cat(
+            [
+                model.embed_sequence_token("caption", tokens[:2], position),
+                model.embed_sequence_token("human_poses", tokens[2:], position),
+            ]
+        )
+        want, pure = model.decode_step_hidden(x, position, pure, cross_kv)
+        got, returned = model.decode_step_hidden(x, position, in_place, cross_kv, in_place=True)
+        assert returned is in_place
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
+        torch.testing.assert_close(in_place, pure, atol=1e-5, rtol=0)
+        logits = [model.sequence_logits("caption", got[:2]), model.sequence_logits("human_poses", got[2:])]
+        tokens = torch.cat(logits).argmax(-1, keepdim=True)
+
+
+def test_sequence_contexts_equal_encoding_each_target_with_its_sentinel(model, image):
+    with torch.no_grad():
+        joint = model.sequence_context(image, ["caption", "human_poses"])
+        picked = model.sequence_context(image, ["caption", "human_poses"], torch.tensor([1]))
+        for index, target in enumerate(["caption", "human_poses"]):
+            alone = model.encode(image, {target: torch.full((2, 1), 5)})
+            torch.testing.assert_close(joint[index * 2 : index * 2 + 2], alone, atol=1e-5, rtol=0)
+        torch.testing.assert_close(picked, joint[2:], atol=1e-5, rtol=0)
+    assert joint.shape == (4, 197, CONFIG.dim)
 
 
 def test_each_row_stops_at_its_own_stop_token_and_is_padded_after(model, context):

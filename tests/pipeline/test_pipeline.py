@@ -54,7 +54,7 @@ def test_every_task_returns_its_typed_result(components):
         "normals_decoder",
         "segmentation_decoder",
     }
-    assert expected | {"caption", "human_pose"} <= set(result.timings)
+    assert expected | {"sequence_context", "sequences", "pose_decoder"} <= set(result.timings)
     assert all(seconds >= 0 for seconds in result.timings.values())
 
 
@@ -144,7 +144,7 @@ def test_persons_are_mapped_to_input_pixels(components, monkeypatch):
     vocabulary = text.text_tokenizer()
     ids = torch.tensor([[vocabulary.token_to_id(word) for word in words] + [text.EOS_ID]])
     pipeline = Pipeline(PipelineConfig.from_dict({"tasks": {"caption": {"enabled": False}}}), components)
-    monkeypatch.setattr(pipeline, "_generate", lambda task, cross_kv, batch, pause=None: ids)
+    monkeypatch.setattr(pipeline, "_generate", lambda tasks, cross_kv, batch, pause=None: {"human_pose": ids})
     (result,) = pipeline(_frames((480, 640)))
     (person,) = result.persons
     assert person.valid, person.reason

@@ -6,9 +6,10 @@ import torch
 from support import tiny_components
 
 from fourm_ros import sample_rgbd
+from fourm_ros.model.fourm import FIRST_SENTINEL_ID
 from fourm_ros.pipeline.config import ConfigError, PipelineConfig
 from fourm_ros.pipeline.metric_depth import sensor_depth_metres, sensor_depth_to_grid
-from fourm_ros.pipeline.pipeline import Pipeline
+from fourm_ros.pipeline.pipeline import STOP_IDS, Pipeline
 from fourm_ros.pipeline.preprocess import preprocess
 from fourm_ros.pipeline.weights import required_sources
 from fourm_ros.tokenizers.depth_encoder import standardize_depth
@@ -66,6 +67,41 @@ def test_sequences_see_the_depth_tokens_too(components, scene):
     (again,) = pipeline.sequences([rgb], depth=[depth])
     assert with_depth.conditioned_on == ("rgb", "depth")
     np.testing.assert_array_equal(with_depth.tokens["caption"], again.tokens["caption"])
+
+
+def test_rgbd_sequence_contexts_are_the_image_depth_tokens_and_the_targets_sentinel(components, scene):
+    """Each sequence target of an RGB-D frame is generated from FourM.encode(rgb, {tok_depth@224: ids,
+    target: [[S_1]]}) (393 tokens), computed here by hand; caption and human poses generated jointly."""
+    rgb, depth = scene
+    lengths = {"caption": 8, "human_poses": 12}
+    pipeline = _pipeline(
+        components,
+        caption={"enabled": True, "max_tokens": lengths["caption"]},
+        human_pose={"enabled": True, "max_tokens": lengths["human_poses"]},
+    )
+    (with_depth,) = pipeline.sequences([rgb], depth=[depth])
+    (without,) = pipeline.sequences([rgb])
+
+    model, encoder = components.model, components.depth_encoder
+    normalised, crops, _ = preprocess([rgb])
+    grid = sensor_depth_to_grid(depth, crops[0])
+    ids = encoder.tokenize(torch.from_numpy(standardize_depth(grid))[None, None])[0].flatten(1)
+    image = torch.from_numpy(normalised)
+    changed = []
+    with torch.no_grad():
+        graph_kv = pipeline.backend.run(
+            "rgbd_sequence_cross_kv", rgb=normalised, depth_tokens=ids.numpy(), targets=torch.arange(2)
+        )["cross_kv"]
+        for row, (target, length) in enumerate(lengths.items()):
+            sentinel = torch.full((1, 1), FIRST_SENTINEL_ID)
+            context = model.encode(image, {"tok_depth@224": ids, target: sentinel})
+            assert context.shape[1] == 196 + 196 + 1
+            torch.testing.assert_close(graph_kv[:, :, row : row + 1], model.precompute_cross_kv(context))
+            expected = model.generate_sequence(context, target, length, stop_ids=STOP_IDS)[0].numpy()
+            np.testing.assert_array_equal(with_depth.tokens[target], expected, err_msg=target)
+            changed.append(not np.array_equal(without.tokens[target], expected))
+    assert with_depth.conditioned_on == ("rgb", "depth") and without.conditioned_on == ("rgb",)
+    assert any(changed)  # the depth tokens reach the generated sequences
 
 
 def test_a_frame_without_usable_depth_runs_the_batch_on_rgb_alone(components, scene):
