@@ -267,11 +267,11 @@ class _SceneDepthPipeline(Pipeline):
     """The tiny random pipeline with the synthetic RGB-D scene's exact relative depth (random weights cannot
     predict depth; a trusted fit to the sensor is what makes the node publish depth/metric and points)."""
 
-    def __call__(self, frames, depth=None):
+    def dense(self, frames, depth=None):  # the node's dense lane
         crop = CropMap.centre(sample_rgbd.HEIGHT, sample_rgbd.WIDTH)
         truth, _, _ = sample_rgbd.ray_cast(crop.intrinsics_to_grid(sample_rgbd.K), crop.size, crop.size)
         relative = ((truth - truth.mean()) / truth.std()).astype(np.float32)
-        return [dataclasses.replace(r, depth=relative) for r in super().__call__(frames, depth)]
+        return [dataclasses.replace(r, depth=relative) for r in super().dense(frames, depth)]
 
 
 def test_replay_plays_the_depth_topic_and_records_metric_depth_and_points(tmp_path, components):
