@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from torch import nn
 
@@ -90,25 +90,36 @@ def choose_backend(config: PipelineConfig) -> tuple[str, str]:
     return CPU_BACKEND, f"{problem}; {CPU_REASON}"
 
 
-def _export(config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str) -> Manifest:
+Stage = Callable[[str], None]
+"""Told each start-up stage as it begins (e.g. "exporting ONNX graphs"); the node shows it in /diagnostics."""
+
+
+def _export(
+    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, on_stage: Stage
+) -> Manifest:
+    on_stage("exporting ONNX graphs (reused from the cache when unchanged)")
     return cached_export(graphs, config.engines.cache_dir, model=model_id, tasks=config.tasks.enabled)
 
 
-def _onnxruntime(config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str) -> Backend:
+def _onnxruntime(
+    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, on_stage: Stage
+) -> Backend:
     from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    manifest = _export(config, graphs, model_id)
+    manifest = _export(config, graphs, model_id, on_stage)
     try:
+        on_stage("creating ONNX Runtime sessions")
         return OnnxRuntimeBackend(manifest, device=config.device, threads=config.threads)
     except ExportFileError as error:  # intact hashes but unloadable (e.g. written by another onnx version)
         EXPORT_LOG.warning("%s; exporting again", error)
         shutil.rmtree(manifest.directory, ignore_errors=True)
-        manifest = _export(config, graphs, model_id)
+        manifest = _export(config, graphs, model_id, on_stage)
+        on_stage("creating ONNX Runtime sessions")
         return OnnxRuntimeBackend(manifest, device=config.device, threads=config.threads)
 
 
 def _tensorrt(
-    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, max_batch: int
+    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, max_batch: int, on_stage: Stage
 ) -> Backend:
     from fourm_ros.backends.fp16_check import planned_precision
     from fourm_ros.backends.tensorrt_backend import current_engine_digests, engine_directory, tensorrt_backend
@@ -117,10 +128,11 @@ def _tensorrt(
     problem = tensorrt_problem(device)
     if problem is not None:
         raise BackendError(f"backend tensorrt cannot run here: {problem}; choose onnxruntime or torch")
-    manifest = _export(config, graphs, model_id)
+    manifest = _export(config, graphs, model_id, on_stage)
     engines = config.engines
     profile = batch_profile(config, max_batch)
     verify = engines.precision == "fp16" and not engines.allow_unverified_fp16
+    on_stage("checking the fp16 engines' verification record")
     fp16_engines = (
         current_engine_digests(
             manifest, precision="fp16", workspace_mb=engines.workspace_mb, profile=profile, device=device
@@ -131,6 +143,7 @@ def _tensorrt(
     # Decided before anything is built: a start never builds fp16 engines only to refuse them.
     precision, why = planned_precision(engines, engine_directory(manifest), fp16_engines)
     (LOG.warning if precision != engines.precision or "UNVERIFIED" in why else LOG.info)("TensorRT %s", why)
+    on_stage(f"building TensorRT {precision} engines (reused from the cache when unchanged)")
     return tensorrt_backend(
         manifest, precision=precision, workspace_mb=engines.workspace_mb, profile=profile, device=device
     )
@@ -143,20 +156,23 @@ def create_backend(
     model_id: str,
     max_batch: int = 1,
     log: logging.Logger = LOG,
+    on_stage: Stage = lambda stage: None,
 ) -> Backend:
     """The backend ``config`` asks for (or ``auto`` picks), running ``graphs``; exports them to ONNX and
     builds TensorRT engines in ``engines.cache_dir`` when needed (reused on the next start).
 
     ``model_id`` names the checkpoint in the export manifest; ``max_batch`` is the most frames per call
     the TensorRT engines accept; ``log`` gets the one line saying which backend was chosen and why (export
-    and engine-build progress go to the ``fourm_ros.export`` and ``fourm_ros.tensorrt`` loggers)."""
+    and engine-build progress go to the ``fourm_ros.export`` and ``fourm_ros.tensorrt`` loggers);
+    ``on_stage`` hears each stage (export, sessions, engine builds) as it begins."""
     name, reason = choose_backend(config)
     if name == "torch":
+        on_stage(f"creating the torch backend on {config.device}")
         backend: Backend = TorchBackend(graphs, config.device)
     elif name == "onnxruntime":
-        backend = _onnxruntime(config, graphs, model_id)
+        backend = _onnxruntime(config, graphs, model_id, on_stage)
     elif name == "tensorrt":
-        backend = _tensorrt(config, graphs, model_id, max_batch)
+        backend = _tensorrt(config, graphs, model_id, max_batch, on_stage)
     else:
         raise BackendError(f"unknown backend {name!r}; choose auto, torch, onnxruntime or tensorrt")
     backend.selection_reason = f"backend {config.backend} → {backend.describe()}: {reason}"

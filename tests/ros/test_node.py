@@ -41,6 +41,7 @@ class Harness:
         self.node = PerceptionNode(
             lambda config: Pipeline(config, components), context=self.context, parameter_overrides=parameters
         )
+        self.node.wait_until_started(timeout_s=20.0)
         self.probe = rclpy.create_node("probe", context=self.context)
         self.received: dict[str, list] = {}
         self.lock = threading.Lock()
