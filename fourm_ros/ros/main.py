@@ -56,6 +56,7 @@ def main(
     except UserError as error:  # a bad parameter; the context's shutdown destroys the half-made node
         log.error(f"cannot start: {error}")
         rclpy.try_shutdown()
+        _ignore_signals()
         return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -66,8 +67,16 @@ def main(
     node.destroy_node()
     busy = node.threads_busy
     rclpy.try_shutdown()
+    _ignore_signals()
     if busy:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(status)
     return status
+
+
+def _ignore_signals() -> None:
+    """From here on a signal changes nothing; and the interpreter's finalisation, which resets Python
+    handlers to the default (a late second SIGINT would kill the process), leaves ignored ones alone."""
+    for number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(number, signal.SIG_IGN)
