@@ -1,12 +1,14 @@
 """``perception_node`` (``ros2 run fourm_ros perception_node``): spin until Ctrl-C, SIGTERM or a failed start.
 
 Ctrl-C ends the node within a second in every state (importing, loading weights, idle, mid-inference), with
-no traceback and exit status 0; a failed start logs its reason once and exits with status 1. The pipeline
-may be inside a minutes-long native call (a frame's inference, an ONNX export, a TensorRT build) that
-cannot be interrupted. Letting the interpreter finalise under such a thread can abort the process
-(``terminate called without an active exception``: the thread is unwound through C++ frames), so once ROS
-is shut down and the logs are flushed, :func:`main` ends the process with ``os._exit`` if one is still
-running.
+no traceback and exit status 0; a failed start logs its reason once and exits with status 1.
+
+Once ROS is shut down and the logs are flushed, :func:`main` ends the process with ``os._exit`` rather than
+returning. The pipeline may be inside a minutes-long native call (a frame's inference, an ONNX export, a
+TensorRT build) that cannot be interrupted, and letting the interpreter finalise under such a thread can
+abort the process (``terminate called without an active exception``: the thread is unwound through C++
+frames). Even when idle, finalising torch and its friends took 4-5 s on a busy 2-core machine, nearly all
+of ``ros2 launch``'s 5 s between SIGINT and SIGTERM; there is nothing left for it to do.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from fourm_ros.pipeline.config import PipelineConfig
@@ -32,8 +34,9 @@ def _leave_at_once(number: int, frame: Any) -> None:
 def main(
     args: list[str] | None = None,
     pipeline_factory: Callable[[PipelineConfig], Pipeline] | None = None,
-) -> int:
-    """Run perception_node; ``pipeline_factory`` replaces the configured pipeline (tests)."""
+) -> NoReturn:
+    """Run perception_node and end the process with its exit status; ``pipeline_factory`` replaces the
+    configured pipeline (tests)."""
     # Importing torch and rclpy takes seconds; a Ctrl-C meanwhile ends the process quietly.
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, _leave_at_once)
@@ -56,8 +59,7 @@ def main(
     except UserError as error:  # a bad parameter; the context's shutdown destroys the half-made node
         log.error(f"cannot start: {error}")
         rclpy.try_shutdown()
-        _ignore_signals()
-        return 1
+        _exit(1)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     while not stop.requested.is_set() and node.start_failure is None and rclpy.ok():
@@ -65,18 +67,14 @@ def main(
     status = 0 if node.start_failure is None else 1
     executor.shutdown()
     node.destroy_node()
-    busy = node.threads_busy
     rclpy.try_shutdown()
-    _ignore_signals()
-    if busy:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
-    return status
+    _exit(status)
 
 
-def _ignore_signals() -> None:
-    """From here on a signal changes nothing; and the interpreter's finalisation, which resets Python
-    handlers to the default (a late second SIGINT would kill the process), leaves ignored ones alone."""
+def _exit(status: int) -> NoReturn:
+    """End the process now (see the module docstring), ignoring any further signal."""
     for number in (signal.SIGINT, signal.SIGTERM):
         signal.signal(number, signal.SIG_IGN)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)

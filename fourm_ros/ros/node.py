@@ -239,12 +239,6 @@ class PerceptionNode(Node):
         if self.start_failure is not None:
             raise StartupError(f"perception_node cannot start: {self.start_failure}")
 
-    @property
-    def threads_busy(self) -> bool:
-        """Whether the start-up or the worker thread is still running (e.g. inside a native call)."""
-        worker = self._worker is not None and self._worker.is_alive()
-        return worker or (self._start is not None and self._start.running)
-
     # ------------------------------------------------------------------ callbacks (executor thread)
 
     def _publishes(self, topic: str) -> bool:
@@ -418,7 +412,8 @@ class PerceptionNode(Node):
 
     def destroy_node(self) -> None:
         """Stop publishing and destroy the node without waiting for a frame in inference or a start-up
-        in progress (both can take minutes and cannot be interrupted; :attr:`threads_busy` tells)."""
+        in progress: both can take minutes and cannot be interrupted (fourm_ros.ros.main says how the process
+        ends all the same)."""
         with self._publish_lock, self._condition:
             self._stopping = True
             self._condition.notify_all()

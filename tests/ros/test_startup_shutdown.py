@@ -68,7 +68,7 @@ class NodeProcess:
             time.sleep(0.05)
 
     def interrupt(self) -> tuple[int, float]:
-        """Ctrl-C as under ros2 launch: the terminal's SIGINT, then launch's own; (status, seconds to exit)."""
+        """Ctrl-C as ros2 launch delivers it: the terminal's SIGINT, then launch's; (status, seconds)."""
         start = time.monotonic()
         self.process.send_signal(signal.SIGINT)
         time.sleep(0.2)
@@ -86,16 +86,21 @@ class NodeProcess:
         return status
 
 
-@pytest.fixture
+SCENARIOS = {
+    "loading": ("--load-s", "120"),
+    "idle": (),
+    "inference": ("--frame-s", "120"),
+    "failed start": ("--fail",),
+    "bad parameter": ("--ros-args", "-p", "ros.input:=h264"),
+}
+
+
+@pytest.fixture(scope="module")
 def node_process():
-    started = []
-
-    def start(*options):
-        started.append(NodeProcess(*options))
-        return started[-1]
-
-    yield start
-    for item in started:
+    """``node_process(scenario)``: its node process. All start at once (each spends seconds importing)."""
+    started = {name: NodeProcess(*options) for name, options in SCENARIOS.items()}
+    yield started.__getitem__
+    for item in started.values():
         if item.process.poll() is None:
             item.process.kill()
             item.process.wait()
@@ -111,19 +116,19 @@ def _assert_clean_stop(node: NodeProcess) -> None:
 
 
 def test_ctrl_c_while_loading_ends_at_once(node_process):
-    node = node_process("--load-s", "120")
+    node = node_process("loading")
     node.wait_for("starting: building the pipeline")
     _assert_clean_stop(node)
 
 
 def test_ctrl_c_when_idle_ends_at_once(node_process):
-    node = node_process()
+    node = node_process("idle")
     node.wait_for("pipeline ready")
     _assert_clean_stop(node)
 
 
 def test_ctrl_c_during_inference_ends_at_once(node_process):
-    node = node_process("--frame-s", "120")
+    node = node_process("inference")
     node.wait_for("pipeline ready")
     context = rclpy.Context()
     rclpy.init(context=context)
@@ -142,7 +147,7 @@ def test_ctrl_c_during_inference_ends_at_once(node_process):
 
 
 def test_a_failed_start_says_why_once_and_exits_non_zero(node_process):
-    node = node_process("--fail")
+    node = node_process("failed start")
     status = node.finish()
     output = node.output
     assert status == 1, output
@@ -152,7 +157,7 @@ def test_a_failed_start_says_why_once_and_exits_non_zero(node_process):
 
 
 def test_a_bad_parameter_says_why_once_and_exits_non_zero(node_process):
-    node = node_process("--ros-args", "-p", "ros.input:=h264")
+    node = node_process("bad parameter")
     status = node.finish()
     output = node.output
     assert status == 1, output
