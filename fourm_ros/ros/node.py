@@ -112,7 +112,6 @@ class PerceptionNode(Node):
         self.start_failure: str | None = None
         """Why the start failed (logged once); None while starting or once ready."""
         super().__init__(node_name, **node_options)
-        self._log_bridge = LogBridge(self.get_logger())
         self.pipeline_config, self.settings = declare_and_read(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         log = self.get_logger()
@@ -187,6 +186,8 @@ class PerceptionNode(Node):
             log.info(f"outputs [{describe_qos(output_qos)}]: {', '.join(published)}")
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.settings.diagnostics_period_s, self._publish_diagnostics)
+        # Installed last: a node whose construction fails must not leave its handler on the loggers.
+        self._log_bridge = LogBridge(self.get_logger())
         self._start = BackgroundStart(
             lambda on_stage: self._build_pipeline(pipeline_factory, on_stage),
             on_stage=self._on_stage,

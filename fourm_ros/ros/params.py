@@ -9,6 +9,7 @@ refused with the reason if bad); every other one is read-only and its descriptio
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -190,8 +191,14 @@ def _nest(flat: dict[str, Any]) -> dict[str, Any]:
 SCHEMAS = ((PipelineConfig, ""), (NodeConfig, f"{NODE_SECTION}."))
 
 
+def _plain(value: Any) -> Any:
+    """rclpy hands integer and double arrays over as ``array.array`` (parameter services, files); the
+    schema takes lists."""
+    return list(value) if isinstance(value, array.array) else value
+
+
 def _configs(flat: dict[str, Any]) -> tuple[PipelineConfig, NodeConfig]:
-    values = _nest(flat)
+    values = _nest({path: _plain(value) for path, value in flat.items()})
     node_values = values.pop(NODE_SECTION)
     return PipelineConfig.from_dict(values), build(NodeConfig, node_values, NODE_SECTION).validate()
 
