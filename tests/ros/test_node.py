@@ -315,102 +315,107 @@ def _status(diagnostics):
     return diagnostics.status[0]
 
 
-def test_start_up_runs_beside_the_executor_and_drops_frames_until_ready(components):
+@pytest.fixture
+def spinning():
+    """``spinning(*nodes)``: spin them in a fresh context on a thread; all is shut down and joined after."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    spun = []
+
+    def spin(*nodes):
+        for node in nodes:
+            executor.add_node(node)
+            spun.append(node)
+        if not thread.is_alive():
+            thread.start()
+
+    yield context, spin
+    executor.shutdown()
+    for node in spun:  # explicitly: a context's shutdown skips every other node it tracks
+        node.destroy_node()
+    rclpy.shutdown(context=context)
+    thread.join(timeout=5)
+
+
+def test_start_up_runs_beside_the_executor_and_drops_frames_until_ready(components, spinning):
     """While the pipeline is being built /diagnostics says so and incoming frames count as dropped."""
+    context, spin = spinning
     release = threading.Event()
 
     def slow_factory(config):
-        release.wait(30)
+        release.wait()
         return Pipeline(config, components)
 
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    received = []
+    fast_diagnostics = {**FAST, "ros.diagnostics_period_s": 0.2}
+    node = PerceptionNode(
+        slow_factory,
+        context=context,
+        parameter_overrides=[Parameter(name, value=value) for name, value in fast_diagnostics.items()],
+    )
+    spin(node)
     try:
-        node = PerceptionNode(
-            slow_factory,
-            context=context,
-            parameter_overrides=[
-                Parameter(name, value=value)
-                for name, value in {**FAST, "ros.diagnostics_period_s": 0.2}.items()
-            ],
-        )
         probe = rclpy.create_node("probe", context=context)
-        probe.create_subscription(DiagnosticArray, "/diagnostics", received.append, 10)
+        name = f"{node.get_fully_qualified_name()}: pipeline"
+        received = []
+        probe.create_subscription(
+            DiagnosticArray, "/diagnostics", lambda m: _status(m).name == name and received.append(m), 10
+        )
         image_pub = probe.create_publisher(Image, "image", 10)
         info_pub = probe.create_publisher(CameraInfo, "camera_info", 10)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(node)
-        executor.add_node(probe)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
+        spin(probe)
 
         def latest(key):
             return _value(received[-1], key) if received else None
 
-        deadline = time.monotonic() + 20
-        while latest("frames dropped (starting)") in (None, "0"):
-            assert time.monotonic() < deadline, [_status(d).message for d in received[-1:]]
-            header = Header(frame_id="camera_optical_frame")
-            info_pub.publish(pinhole_camera_info(64, 48, header))
-            image_pub.publish(rgb_message(_image(48, 64), header))
-            time.sleep(0.1)
+        def send_until(key, not_values, period_s):
+            deadline = time.monotonic() + 60
+            while latest(key) in not_values:
+                assert time.monotonic() < deadline, [_status(d).message for d in received[-1:]]
+                header = Header(frame_id="camera_optical_frame")
+                info_pub.publish(pinhole_camera_info(64, 48, header))
+                image_pub.publish(rgb_message(_image(48, 64), header))
+                time.sleep(period_s)
+
+        send_until("frames dropped (starting)", (None, "0"), 0.1)
         status = _status(received[-1])
         assert latest("state") == "starting: building the pipeline"
         assert status.level == DiagnosticStatus.WARN and "starting: building the pipeline" in status.message
         assert latest("frames processed") == "0" and not node.ready.is_set()
         release.set()
-        node.wait_until_started(timeout_s=20)
-        deadline = time.monotonic() + 20
-        while latest("frames processed") in (None, "0"):
-            assert time.monotonic() < deadline, "no frame processed after the start"
-            header = Header(frame_id="camera_optical_frame")
-            info_pub.publish(pinhole_camera_info(64, 48, header))
-            image_pub.publish(rgb_message(_image(48, 64), header))
-            time.sleep(0.3)
+        node.wait_until_started(timeout_s=60)
+        send_until("frames processed", (None, "0"), 0.3)
         assert latest("state") == "running"
         assert latest("backend selection").startswith("torch: ")
-        executor.shutdown()
-        node.destroy_node()
-        probe.destroy_node()
     finally:
         release.set()
-        rclpy.shutdown(context=context)
 
 
-def test_pipeline_logs_and_resolved_topic_names_reach_rosout(components):
-    context = rclpy.Context()
-    rclpy.init(context=context)
+def test_pipeline_logs_and_resolved_topic_names_reach_rosout(components, spinning):
+    context, spin = spinning
+    probe = rclpy.create_node("probe", context=context)
     logs = []
-    try:
-        probe = rclpy.create_node("probe", context=context)
-        rosout_qos = QoSProfile(depth=1000, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        probe.create_subscription(Log, "/rosout", lambda m: logs.append(m.msg), rosout_qos)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(probe)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
-        node = PerceptionNode(
-            lambda config: Pipeline(config, components),
-            context=context,
-            namespace="fourm",
-            cli_args=["--ros-args", "-r", "image:=/camera/image_raw"],
-            parameter_overrides=[Parameter(name, value=value) for name, value in FAST.items()],
-        )
-        node.wait_until_started(timeout_s=20)
-        deadline = time.monotonic() + 20
-        while not any("pipeline ready" in line for line in logs):
-            assert time.monotonic() < deadline, logs
-            time.sleep(0.05)
-        assert "input /camera/image_raw and /fourm/camera_info" in "\n".join(logs)
-        assert any(line.startswith("outputs") and "/fourm/depth/relative" in line for line in logs)
-        # A Python logging record of the pipeline (its random-weights banner), through the bridge.
-        assert any(line.startswith("[pipeline] RANDOM WEIGHTS") for line in logs), logs
-        executor.shutdown()
-        node.destroy_node()
-        probe.destroy_node()
-    finally:
-        rclpy.shutdown(context=context)
+    rosout_qos = QoSProfile(depth=1000, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.create_subscription(Log, "/rosout", lambda m: logs.append(m.msg), rosout_qos)
+    spin(probe)
+    node = PerceptionNode(
+        lambda config: Pipeline(config, components),
+        context=context,
+        namespace="fourm",
+        cli_args=["--ros-args", "-r", "image:=/camera/image_raw"],
+        parameter_overrides=[Parameter(name, value=value) for name, value in FAST.items()],
+    )
+    spin(node)
+    node.wait_until_started(timeout_s=60)
+    deadline = time.monotonic() + 60
+    while not any("pipeline ready" in line for line in logs):
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.05)
+    assert "input /camera/image_raw and /fourm/camera_info" in "\n".join(logs)
+    assert any(line.startswith("outputs") and "/fourm/depth/relative" in line for line in logs)
+    # A Python logging record of the pipeline (its random-weights banner), through the bridge.
+    assert any(line.startswith("[pipeline] RANDOM WEIGHTS") for line in logs), logs
 
 
 def _set(h, **values):
