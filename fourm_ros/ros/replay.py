@@ -37,7 +37,7 @@ from tqdm import tqdm
 from fourm_ros.errors import UserError
 from fourm_ros.ros import topics
 from fourm_ros.ros.bag import BagWriter, message_type_name
-from fourm_ros.ros.node import MESSAGE_TYPES, PerceptionNode
+from fourm_ros.ros.node import MESSAGE_TYPES
 from fourm_ros.ros.qos import make_qos
 
 LOG = logging.getLogger("fourm_ros.replay")
@@ -187,7 +187,7 @@ def replay(
     frame_timeout_s: float = 120.0,
     connect_timeout_s: float = 30.0,
     storage: str = "mcap",
-    node_factory: Callable[[Context], PerceptionNode] | None = None,
+    node_factory: Callable[[Context], Node] | None = None,
     keep: Callable[[str, bytes, type], None] = lambda topic, data, kind: None,
     on_input: Callable[[Image | CompressedImage], None] = lambda msg: None,
     progress: bool = False,
@@ -236,8 +236,9 @@ def replay(
                 executor.add_node(nodes[-1])
             spinner = threading.Thread(target=_spin, args=(executor,), name="replay_executor", daemon=True)
             spinner.start()
-            if node_factory is not None:
-                nodes[-1].wait_until_started()  # weights, export: frames sent before are dropped
+            wait_until_started = getattr(nodes[-1], "wait_until_started", None) if node_factory else None
+            if wait_until_started is not None:  # perception_node loads in the background; frames meanwhile
+                wait_until_started()  # would be dropped (other in-process nodes are ready at once)
             if not _wait(lambda: image_pub.get_subscription_count() > 0, connect_timeout_s):
                 raise ReplayError(
                     f"no node subscribes to {image_pub.topic_name}; start perception_node so that it reads "
