@@ -113,10 +113,10 @@ class Harness:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(timeout=5)  # before the context goes: a spin still waiting would raise
         self.node.destroy_node()
         self.probe.destroy_node()
         rclpy.shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -333,10 +333,11 @@ def spinning():
 
     yield context, spin
     executor.shutdown()
+    if thread.is_alive():
+        thread.join(timeout=5)  # before the context goes: a spin still waiting would raise
     for node in spun:  # explicitly: a context's shutdown skips every other node it tracks
         node.destroy_node()
     rclpy.shutdown(context=context)
-    thread.join(timeout=5)
 
 
 def test_start_up_runs_beside_the_executor_and_drops_frames_until_ready(components, spinning):
