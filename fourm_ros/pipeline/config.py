@@ -210,8 +210,8 @@ class PipelineConfig:
     )
     inputs: tuple[str, ...] = setting(
         ("rgb",),
-        "what 4M-21 is conditioned on: [rgb], or [rgb, depth] to add a registered depth sensor's 196 "
-        "tok_depth@224 tokens (encoder half of tokenizers.depth); frames without depth run on rgb alone",
+        "What 4M-21 is conditioned on: [rgb], or [rgb, depth] to add a registered depth sensor's 196 "
+        "tok_depth@224 tokens (encoder half of tokenizers.depth); frames without depth run on rgb alone.",
         choices=(("rgb",), ("rgb", "depth")),
     )
     tasks: TasksConfig = field(default_factory=TasksConfig)
