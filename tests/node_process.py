@@ -25,10 +25,10 @@ class SlowPipeline(Pipeline):
 
     frame_s = 0.0
 
-    def __call__(self, frames):
+    def __call__(self, frames, **options):
         print("inference started", file=sys.stderr, flush=True)
         time.sleep(self.frame_s)
-        return super().__call__(frames)
+        return super().__call__(frames, **options)
 
 
 def factory(arguments):
