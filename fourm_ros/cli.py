@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -317,6 +318,26 @@ def _run_replay(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- main
 
 
+def _number(kind: type, minimum: float, inclusive: bool = True) -> Callable[[str], Any]:
+    """An argparse type: a finite ``kind`` at least (or above) ``minimum``, else a clear error."""
+    bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+    expected = f"expected {'an integer' if kind is int else 'a number'} {bound}"
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (not inclusive and value == minimum):
+            raise argparse.ArgumentTypeError(f"{expected}, got {text}")
+        return value
+
+    return parse
+
+
+COUNT, LIMIT, POSITIVE = _number(int, 1), _number(int, 0), _number(float, 0, inclusive=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fourm-ros", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -330,7 +351,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, required=True, help="output folder (one sub-folder per frame)"
     )
     infer.add_argument("--sample", action="store_true", help="run on the bundled sample photographs")
-    infer.add_argument("--every", type=int, default=1, help="use every n-th video frame (default 1)")
+    infer.add_argument("--every", type=COUNT, default=1, help="use every n-th video frame (default 1)")
     _add_config_options(infer)
     infer.set_defaults(run=_infer)
 
@@ -341,9 +362,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench = commands.add_parser(
         "bench", help="per-stage latency, frames/s, memory and FLOP/s of the pipeline"
     )
-    bench.add_argument("--frames", type=int, default=3, help="timed calls after one warm-up call (default 3)")
     bench.add_argument(
-        "--batch", type=int, default=1, help="frames per call, as with several cameras (default 1)"
+        "--frames", type=COUNT, default=3, help="timed calls after one warm-up call (default 3)"
+    )
+    bench.add_argument(
+        "--batch", type=COUNT, default=1, help="frames per call, as with several cameras (default 1)"
     )
     _add_config_options(bench)
     bench.set_defaults(run=_bench)
@@ -374,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sample_bag.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     sample_bag.add_argument(
-        "--rate", type=float, default=2.0, help="frames per second in the bag (default 2)"
+        "--rate", type=POSITIVE, default=2.0, help="frames per second in the bag (default 2)"
     )
     sample_bag.add_argument(
         "--rgbd",
@@ -392,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, required=True, help="output rosbag2 folder (must not exist)"
     )
     replay.add_argument(
-        "--rate", type=float, help="factor of the recorded rate (default: lock-step, no drops)"
+        "--rate", type=POSITIVE, help="factor of the recorded rate (default: lock-step, no drops)"
     )
     replay.add_argument(
         "--namespace",
@@ -414,10 +437,10 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--run-node", action="store_true", help="run perception_node in this process")
     replay.add_argument("--pictures", type=Path, help="also write a contact sheet per frame into this folder")
     replay.add_argument(
-        "--pictures-limit", type=int, default=8, help="frames drawn with --pictures (default 8)"
+        "--pictures-limit", type=LIMIT, default=8, help="frames drawn with --pictures (default 8)"
     )
     replay.add_argument(
-        "--frame-timeout", type=float, default=300.0, help="seconds to wait for each frame's outputs"
+        "--frame-timeout", type=POSITIVE, default=300.0, help="seconds to wait for each frame's outputs"
     )
     replay.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap")
     _add_config_options(replay)

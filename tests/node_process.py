@@ -21,14 +21,21 @@ FAILURE = "no checkpoint at /nowhere/4M-21_B (tiny test failure)"
 
 
 class SlowPipeline(Pipeline):
-    """The tiny pipeline whose every call first waits ``frame_s``, like a full-size model on a CPU."""
+    """The tiny pipeline whose every lane call first waits ``frame_s``, like a full-size model on a CPU."""
 
     frame_s = 0.0
 
-    def __call__(self, frames, **options):
+    def _slow(self) -> None:
         print("inference started", file=sys.stderr, flush=True)
         time.sleep(self.frame_s)
-        return super().__call__(frames, **options)
+
+    def dense(self, frames, *args, **options):
+        self._slow()
+        return super().dense(frames, *args, **options)
+
+    def sequences(self, frames, *args, **options):
+        self._slow()
+        return super().sequences(frames, *args, **options)
 
 
 def factory(arguments):

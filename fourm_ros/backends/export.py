@@ -5,6 +5,12 @@ The exporter traces the graph modules of ``fourm_ros.backends.graphs`` (TorchScr
 layer). Every axis is static except the batch (frames) axis and the persons axis of the pose graph, so
 TensorRT can specialise its kernels and needs an optimisation profile only for those.
 
+Weights are stored once: every initializer of every graph goes into one ``weights.bin`` (ONNX external
+data), and a tensor that several graphs hold (the decoder in the dense, cross-K/V and step graphs) is
+written once, found by its bytes, and referenced by offset from each graph. So the export takes about the
+size of the weights on disk, and ONNX Runtime can map every weight once for all its sessions
+(``fourm_ros.backends.onnxruntime_backend``).
+
 An export is fully determined by the graphs' weights, their structure (targets, KV-cache lengths, I/O
 specs), the opset and the torch / onnx / fourm_ros versions; ``export_key`` hashes exactly that, and
 ``cached_export`` keeps each export in ``<cache_dir>/export-<key>`` so a second start reuses it. The batch
@@ -15,6 +21,7 @@ every file; a file that is missing or whose hash differs makes the export invali
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -37,6 +44,11 @@ from fourm_ros.backends.base import BackendError
 LOG = logging.getLogger("fourm_ros.export")
 OPSET = 17
 MANIFEST_NAME = "manifest.json"
+WEIGHTS_NAME = "weights.bin"
+WEIGHT_ALIGNMENT = 64
+"""Offsets of the weights in ``weights.bin``: cache-line aligned, so each is viewed in place, aligned."""
+INLINE_BYTES = 1024
+"""Initializers smaller than this stay inside the graph file (shapes, scalars, small biases)."""
 TRACE_BATCH = 2
 """Frames in the traced example: 2, so no size-1 broadcast is baked into a graph whose batch is dynamic."""
 _HASH_CHUNK = 1 << 22
@@ -133,10 +145,12 @@ class Manifest:
     def problems(self) -> list[str]:
         """Why the files on disk do not match the manifest (empty when every file is present and intact)."""
         found = []
+        checked = set()  # the shared weights file is hashed once, not once per graph
         for graph in self.graphs.values():
             for name, digest in ((graph.file, graph.sha256), (graph.data_file, graph.data_sha256)):
-                if name is None:
+                if name is None or name in checked:
                     continue
+                checked.add(name)
                 path = self.directory / name
                 if not path.is_file():
                     found.append(f"{name} is missing")
@@ -254,21 +268,55 @@ def _trace_to_onnx(graph: nn.Module, example: tuple[torch.Tensor, ...], path: Pa
         )
 
 
-def _save_with_external_data(source: Path, target: Path) -> str:
-    """Re-save the model at ``source`` as ``target`` + one ``<target>.data`` weight file; returns its name."""
+class SharedWeights:
+    """One weights file for all graphs of an export: each distinct initializer is written once (found by
+    its dtype and bytes) and every graph that holds it points at the same offset (ONNX external data)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._handle = open(path, "wb")  # noqa: SIM115 (closed by close(), after the last graph)
+        self._offsets: dict[tuple[int, bytes], int] = {}
+        self.referenced_bytes = 0
+        """Bytes of all external initializers of all graphs, shared ones counted once per graph."""
+
+    def externalize(self, model: Any) -> bool:
+        """Move ``model``'s initializers (above ``INLINE_BYTES``) into the file; True if any was moved."""
+        from onnx import TensorProto, external_data_helper
+
+        moved = False
+        for tensor in model.graph.initializer:
+            if not tensor.HasField("raw_data") or len(tensor.raw_data) < INLINE_BYTES:
+                continue
+            data = tensor.raw_data
+            identity = (tensor.data_type, hashlib.sha256(data).digest())
+            offset = self._offsets.get(identity)
+            if offset is None:
+                offset = -self._handle.tell() % WEIGHT_ALIGNMENT + self._handle.tell()
+                self._handle.seek(offset)
+                self._handle.write(data)
+                self._offsets[identity] = offset
+            self.referenced_bytes += len(data)
+            external_data_helper.set_external_data(tensor, self.path.name, offset=offset, length=len(data))
+            tensor.data_location = TensorProto.EXTERNAL
+            tensor.ClearField("raw_data")
+            moved = True
+        return moved
+
+    def close(self) -> int:
+        """Finish the file; returns its size in bytes."""
+        self._handle.close()
+        return self.path.stat().st_size
+
+
+def _save_sharing_weights(source: Path, target: Path, weights: SharedWeights) -> bool:
+    """Re-save the traced model at ``source`` as ``target`` with its weights in ``weights``; True if the
+    graph references the weights file."""
     import onnx
 
-    model = onnx.load(str(source))
-    data_name = f"{target.name}.data"
-    onnx.save_model(
-        model,
-        str(target),
-        save_as_external_data=True,
-        all_tensors_to_one_file=True,
-        location=data_name,
-        size_threshold=1024,
-    )
-    return data_name
+    model = onnx.load(str(source))  # above 2 GiB the tracer wrote external files next to it: loaded too
+    moved = weights.externalize(model)
+    onnx.save_model(model, str(target))
+    return moved
 
 
 def export_graphs(
@@ -279,13 +327,10 @@ def export_graphs(
     weights_sha256: str | None = None,
     tasks: Sequence[str] = (),
     opset: int = OPSET,
-    external_data: bool = False,
     log: logging.Logger = LOG,
 ) -> Manifest:
-    """Export every graph to ``<directory>/<name>.onnx`` and write the manifest; returns it.
-
-    ``model`` names the checkpoint for humans (recorded, not hashed); ``external_data`` puts the weights
-    of every graph in a separate ``<graph>.onnx.data`` file (graphs above 2 GiB always get one)."""
+    """Export every graph to ``<directory>/<name>.onnx``, their weights once into ``weights.bin``, and
+    write the manifest; returns it. ``model`` names the checkpoint for humans (recorded, not hashed)."""
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (LayerNormalization for TensorRT), got {opset}")
     dtype = graphs_dtype(graphs)
@@ -300,46 +345,55 @@ def export_graphs(
     weights_sha256 = weights_sha256 or weights_fingerprint(graphs)
     key, key_fields = export_key(graphs, weights_sha256, opset)
     files: dict[str, GraphFile] = {}
-    for name, graph in graphs.items():
-        start = time.perf_counter()
-        example = graph.example_inputs(TRACE_BATCH)
-        with torch.no_grad():
-            outputs = graph(*example)
-        outputs = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
-        target = directory / f"{name}.onnx"
-        scratch = directory / f".trace-{name}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
-        try:
-            _trace_to_onnx(graph, example, scratch / target.name, opset)
-            # Above protobuf's 2 GiB limit (4M-21 L and XL) the exporter writes one file per weight;
-            # those are gathered into a single <graph>.onnx.data.
-            if external_data or len(list(scratch.iterdir())) > 1:
-                data_file = _save_with_external_data(scratch / target.name, target)
-            else:
-                os.replace(scratch / target.name, target)
-                data_file = None
-        finally:
+    shares: dict[str, bool] = {}
+    weights = SharedWeights(directory / WEIGHTS_NAME)
+    try:
+        for name, graph in graphs.items():
+            start = time.perf_counter()
+            example = graph.example_inputs(TRACE_BATCH)
+            with torch.no_grad():
+                outputs = graph(*example)
+            outputs = (outputs,) if isinstance(outputs, torch.Tensor) else tuple(outputs)
+            target = directory / f"{name}.onnx"
+            scratch = directory / f".trace-{name}"
             shutil.rmtree(scratch, ignore_errors=True)
-        axes = graph.spec.dynamic_axes
-        files[name] = GraphFile(
-            name=name,
-            file=target.name,
-            sha256=file_sha256(target),
-            inputs=tuple(
-                TensorInfo(n, _numpy_dtype_name(t.dtype), _shape(t, axes.get(n, {})))
-                for n, t in zip(graph.spec.inputs, example, strict=True)
-            ),
-            outputs=tuple(
-                TensorInfo(n, _numpy_dtype_name(t.dtype), _shape(t, axes.get(n, {})))
-                for n, t in zip(graph.spec.outputs, outputs, strict=True)
-            ),
-            recurrent=dict(graph.spec.recurrent),
-            data_file=data_file,
-            data_sha256=file_sha256(directory / data_file) if data_file else None,
-        )
-        size = sum((directory / f).stat().st_size for f in (target.name, data_file) if f)
-        log.info("exported %s (%.1f MB) in %.1f s", target.name, size / 1e6, time.perf_counter() - start)
+            scratch.mkdir()
+            try:
+                _trace_to_onnx(graph, example, scratch / target.name, opset)
+                shares[name] = _save_sharing_weights(scratch / target.name, target, weights)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            axes = graph.spec.dynamic_axes
+            files[name] = GraphFile(
+                name=name,
+                file=target.name,
+                sha256=file_sha256(target),
+                inputs=tuple(
+                    TensorInfo(n, _numpy_dtype_name(t.dtype), _shape(t, axes.get(n, {})))
+                    for n, t in zip(graph.spec.inputs, example, strict=True)
+                ),
+                outputs=tuple(
+                    TensorInfo(n, _numpy_dtype_name(t.dtype), _shape(t, axes.get(n, {})))
+                    for n, t in zip(graph.spec.outputs, outputs, strict=True)
+                ),
+                recurrent=dict(graph.spec.recurrent),
+            )
+            log.info("exported %s in %.1f s", target.name, time.perf_counter() - start)
+    finally:
+        size = weights.close()
+    data_sha256 = file_sha256(weights.path)
+    files = {
+        name: dataclasses.replace(file, data_file=WEIGHTS_NAME, data_sha256=data_sha256)
+        if shares[name]
+        else file
+        for name, file in files.items()
+    }
+    log.info(
+        "%s: %.1f MB for %.1f MB of graph weights (shared tensors stored once)",
+        WEIGHTS_NAME,
+        size / 1e6,
+        weights.referenced_bytes / 1e6,
+    )
     manifest = Manifest(
         key=key,
         model=model,

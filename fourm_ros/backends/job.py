@@ -11,8 +11,10 @@ import dataclasses
 import gc
 import logging
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from fourm_ros.backends.base import BackendError
@@ -20,10 +22,18 @@ from fourm_ros.backends.engine_cache import ENGINE_DIR, BatchProfile, engine_rec
 from fourm_ros.backends.export import Manifest, cached_export, export_graphs
 from fourm_ros.backends.graphs import DENSE_TARGETS, SEQUENCE_TARGETS, build_graphs
 from fourm_ros.pipeline.config import PipelineConfig
-from fourm_ros.pipeline.weights import TOKENIZER_TASKS, Components, load_components
+from fourm_ros.pipeline.weights import (
+    PRECISION_TASKS,
+    TOKENIZER_TASKS,
+    Components,
+    load_components,
+    stage_dtype,
+)
 from fourm_ros.tokenizers.pose_sequence import GROUP_SIZES
 
 LOG = logging.getLogger("fourm_ros.backends")
+PRECISION_GRAPHS = {"depth": "depth_x0", "normals": "normals_x0", "segmentation": "segmentation_labels"}
+"""Task with a ``precision`` setting → the graph that runs its decoder."""
 TOKENS_PER_PERSON = 1 + 4 + sum(1 + size for size in GROUP_SIZES.values())
 """``human`` + box + the four groups with their keywords: the fewest tokens one decoded person takes."""
 
@@ -51,9 +61,34 @@ def job_graphs(config: PipelineConfig, components: Components) -> dict[str, nn.M
     )
 
 
+def torch_stage_graphs(config: PipelineConfig, backend: str) -> tuple[str, ...]:
+    """Graphs that run on torch although ``backend`` runs the job: stages whose precision is not float32
+    (the exported backends compute in float32), so they are neither exported nor built as engines."""
+    if backend == "torch":
+        return ()
+    tasks = config.tasks.enabled
+    return tuple(
+        PRECISION_GRAPHS[task]
+        for task in PRECISION_TASKS
+        if task in tasks and stage_dtype(config, task, backend) != torch.float32
+    )
+
+
+def exported_graphs(
+    config: PipelineConfig, graphs: Mapping[str, nn.Module], backend: str
+) -> dict[str, nn.Module]:
+    """The graphs ``backend`` runs from its ONNX export (all but :func:`torch_stage_graphs`)."""
+    on_torch = torch_stage_graphs(config, backend)
+    return {name: graph for name, graph in graphs.items() if name not in on_torch}
+
+
 def float32(config: PipelineConfig) -> PipelineConfig:
-    """``config`` with float32 weights: what the exported backends are built from, whatever ``dtype`` is."""
-    return dataclasses.replace(config, dtype="float32")
+    """``config`` with float32 weights: what the exported backends are built from, whatever ``dtype`` and
+    ``precision`` say (keep the original config to know which stages stay on torch)."""
+    every_stage = dict.fromkeys(PRECISION_TASKS, "float32")
+    return dataclasses.replace(
+        config, dtype="float32", precision=dataclasses.replace(config.precision, **every_stage)
+    )
 
 
 def batch_profile(config: PipelineConfig, max_batch: int = 1) -> BatchProfile:
@@ -71,13 +106,18 @@ def tensorrt_device(config: PipelineConfig) -> str:
 
 
 def export_for(
-    config: PipelineConfig, *, components: Components | None = None, log: logging.Logger = LOG
+    config: PipelineConfig,
+    *,
+    backend: str = "tensorrt",
+    components: Components | None = None,
+    log: logging.Logger = LOG,
 ) -> tuple[Components, Manifest]:
-    """The job's components (float32, loaded unless given) and its ONNX export from the engine cache."""
+    """The job's components (float32, loaded unless given) and the ONNX export ``backend`` runs, from the
+    engine cache (the same export the pipeline's backend factory makes for that backend)."""
     if components is None:
         components = load_components(float32(config))
     manifest = cached_export(
-        job_graphs(config, components),
+        exported_graphs(config, job_graphs(config, components), backend),
         config.engines.cache_dir,
         model=components.model_name,
         tasks=config.tasks.enabled,
@@ -91,11 +131,14 @@ def export_job(
 ) -> Manifest:
     """``fourm-ros export``: export the job's graphs to ONNX, into ``out_dir`` if given (e.g. to copy to
     another machine), else into the engine cache where the pipeline finds it. Weights load in float32."""
+    from fourm_ros.backends.select import choose_backend
+
+    backend = choose_backend(config)[0]
     if out_dir is None:
-        return export_for(config, log=log)[1]
+        return export_for(config, backend=backend, log=log)[1]
     components = load_components(float32(config))
     return export_graphs(
-        job_graphs(config, components),
+        exported_graphs(config, job_graphs(config, components), backend),
         out_dir,
         model=components.model_name,
         tasks=config.tasks.enabled,

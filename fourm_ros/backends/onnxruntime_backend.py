@@ -4,10 +4,19 @@ Sessions are built once, with every graph optimisation on, on the CPU execution 
 device is CUDA and onnxruntime-gpu is installed, the CUDA provider (CPU as fallback for unsupported ops).
 A missing or unreadable .onnx file is a BackendError that names the file, never a crash deep inside ORT;
 ``fourm_ros.backends.select`` then exports again.
+
+The graphs share their weights: the export keeps every tensor once in ``weights.bin``
+(``fourm_ros.backends.export``), which is mapped read-only once, and every session gets its initializers as
+views into that mapping (``SessionOptions.add_initializer``), so a weight held by five graphs occupies
+memory once instead of five times, and its pages are the page cache's (shared with other processes
+running the same export). On the CPU provider ONNX Runtime still pre-packs the matmul weights of each
+session for its kernels; ``prepack=False`` skips that at some speed cost (see the README's Performance).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -37,19 +46,74 @@ def _providers(device: str) -> list[Any]:
     return [(CUDA_PROVIDER, {"device_id": index}), CPU_PROVIDER]
 
 
+def external_initializers(path: Path) -> Iterator[tuple[str, str, int, int, np.dtype, tuple[int, ...]]]:
+    """(name, weights file, offset, length, dtype, shape) of every initializer of the graph at ``path``
+    whose data lives in an external file (the graph file alone is read, never the weights)."""
+    import onnx
+    from onnx import helper
+
+    model = onnx.load(str(path), load_external_data=False)
+    for tensor in model.graph.initializer:
+        if tensor.data_location != onnx.TensorProto.EXTERNAL:
+            continue
+        where = {entry.key: entry.value for entry in tensor.external_data}
+        yield (
+            tensor.name,
+            where["location"],
+            int(where.get("offset", 0)),
+            int(where["length"]),
+            np.dtype(helper.tensor_dtype_to_np_dtype(tensor.data_type)),
+            tuple(tensor.dims),
+        )
+
+
+class SharedInitializers:
+    """The export's weight files mapped read-only once, handed to every session as ``OrtValue`` views."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self._files: dict[str, np.ndarray] = {}
+        self._values: dict[tuple[str, int, str, tuple[int, ...]], Any] = {}
+
+    def add_to(self, options: Any, graph_path: Path) -> int:
+        """Give ``options`` every external initializer of the graph at ``graph_path``; returns how many."""
+        from onnxruntime import OrtValue
+
+        count = 0
+        for name, location, offset, length, dtype, shape in external_initializers(graph_path):
+            key = (location, offset, dtype.str, shape)
+            value = self._values.get(key)
+            if value is None:
+                if location not in self._files:
+                    self._files[location] = np.memmap(self.directory / location, dtype=np.uint8, mode="r")
+                view = self._files[location][offset : offset + length].view(dtype).reshape(shape)
+                value = self._values[key] = OrtValue.ortvalue_from_numpy(view)
+            options.add_initializer(name, value)
+            count += 1
+        return count
+
+    @property
+    def distinct(self) -> int:
+        """How many distinct weight tensors the sessions were given (each is in memory once)."""
+        return len(self._values)
+
+    @property
+    def mapped_files(self) -> list[str]:
+        return sorted(self._files)
+
+
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, manifest: Manifest, *, device: str = "cpu", threads: int = 0):
+    def __init__(self, manifest: Manifest, *, device: str = "cpu", threads: int = 0, prepack: bool = True):
         import onnxruntime
 
         self.manifest = manifest
         self.device = device
-        options = onnxruntime.SessionOptions()
-        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3  # errors only; ORT's optimiser notes would flood the node's log
         providers = _providers(device)
+        # Views into the weights file: on the CPU provider the sessions compute on them in place. A GPU
+        # provider copies initializers to the device anyway, so there each session reads its own.
+        self._weights = SharedInitializers(manifest.directory) if device == "cpu" else None
         self._sessions = {}
         for graph in manifest.graphs:
             path = manifest.path(graph)
@@ -58,10 +122,20 @@ class OnnxRuntimeBackend(Backend):
                     f"ONNX graph {graph!r} is missing: {path} does not exist; delete {manifest.directory} to "
                     "export again"
                 )
+            options = onnxruntime.SessionOptions()
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+            options.intra_op_num_threads = threads
+            options.log_severity_level = 3  # errors only; ORT's optimiser notes would flood the node's log
+            if not prepack:
+                options.add_session_config_entry("session.disable_prepacking", "1")
             try:
-                self._sessions[graph] = onnxruntime.InferenceSession(
-                    str(path), sess_options=options, providers=providers
-                )
+                if self._weights is not None:
+                    self._weights.add_to(options, path)
+                session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
+                # The session computes on views into the mapped file; ORT does not keep them alive, so each
+                # session holds them itself (a session used after its backend is gone would crash).
+                session.shared_weights = self._weights
+                self._sessions[graph] = session
             except Exception as error:  # ORT raises its own pybind exception types for unreadable models
                 raise ExportFileError(
                     f"ONNX Runtime cannot load {path} ({type(error).__name__}: {error}); the file is corrupt "

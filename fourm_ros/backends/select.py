@@ -3,12 +3,14 @@
 ``auto`` picks, in order: TensorRT when it imports and a CUDA GPU (with torch-CUDA or pycuda buffers) is
 present; ONNX Runtime's CUDA provider when the device is CUDA and onnxruntime-gpu is installed; torch on
 CUDA; else the faster CPU backend (see ``CPU_BACKEND``). It keeps torch whenever the configuration asks for
-something only torch does (a non-float32 dtype, sampled dense decoding). The choice and its reason are
+something only torch does (a non-float32 dtype, sampled dense decoding); stages whose ``precision`` is not
+float32 run on torch next to the chosen backend (``fourm_ros.backends.split``). The choice and its reason are
 logged as one line and kept as ``Backend.selection_reason`` for diagnostics.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 from collections.abc import Callable, Mapping
@@ -17,7 +19,8 @@ from torch import nn
 
 from fourm_ros.backends.base import Backend, BackendError
 from fourm_ros.backends.export import ExportFileError, Manifest, cached_export
-from fourm_ros.backends.job import batch_profile, tensorrt_device
+from fourm_ros.backends.job import batch_profile, tensorrt_device, torch_stage_graphs
+from fourm_ros.backends.split import SplitBackend
 from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.pipeline.config import PipelineConfig
 
@@ -101,25 +104,44 @@ def _export(
     return cached_export(graphs, config.engines.cache_dir, model=model_id, tasks=config.tasks.enabled)
 
 
+def release_weights(graphs: Mapping[str, nn.Module]) -> None:
+    """Free the torch weights of graphs that an exported backend runs from its own files.
+
+    Once the export is on disk nothing computes with them, and keeping them would hold every weight twice
+    (the torch copy and the backend's); the modules stay, with their parameters on the meta device."""
+    for graph in graphs.values():
+        graph.to("meta")
+    gc.collect()
+
+
 def _onnxruntime(
-    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, on_stage: Stage
+    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, release: bool, on_stage: Stage
 ) -> Backend:
     from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     manifest = _export(config, graphs, model_id, on_stage)
+    if release:
+        release_weights(graphs)
     try:
         on_stage("creating ONNX Runtime sessions")
         return OnnxRuntimeBackend(manifest, device=config.device, threads=config.threads)
     except ExportFileError as error:  # intact hashes but unloadable (e.g. written by another onnx version)
-        EXPORT_LOG.warning("%s; exporting again", error)
         shutil.rmtree(manifest.directory, ignore_errors=True)
+        if release:
+            raise BackendError(f"{error}; it was deleted, start again to export it anew") from error
+        EXPORT_LOG.warning("%s; exporting again", error)
         manifest = _export(config, graphs, model_id, on_stage)
         on_stage("creating ONNX Runtime sessions")
         return OnnxRuntimeBackend(manifest, device=config.device, threads=config.threads)
 
 
 def _tensorrt(
-    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, max_batch: int, on_stage: Stage
+    config: PipelineConfig,
+    graphs: Mapping[str, nn.Module],
+    model_id: str,
+    max_batch: int,
+    release: bool,
+    on_stage: Stage,
 ) -> Backend:
     from fourm_ros.backends.fp16_check import planned_precision
     from fourm_ros.backends.tensorrt_backend import current_engine_digests, engine_directory, tensorrt_backend
@@ -129,6 +151,8 @@ def _tensorrt(
     if problem is not None:
         raise BackendError(f"backend tensorrt cannot run here: {problem}; choose onnxruntime or torch")
     manifest = _export(config, graphs, model_id, on_stage)
+    if release:
+        release_weights(graphs)
     engines = config.engines
     profile = batch_profile(config, max_batch)
     verify = engines.precision == "fp16" and not engines.allow_unverified_fp16
@@ -155,6 +179,7 @@ def create_backend(
     *,
     model_id: str,
     max_batch: int = 1,
+    release_exported: bool = False,
     log: logging.Logger = LOG,
     on_stage: Stage = lambda stage: None,
 ) -> Backend:
@@ -162,19 +187,25 @@ def create_backend(
     builds TensorRT engines in ``engines.cache_dir`` when needed (reused on the next start).
 
     ``model_id`` names the checkpoint in the export manifest; ``max_batch`` is the most frames per call
-    the TensorRT engines accept; ``log`` gets the one line saying which backend was chosen and why (export
-    and engine-build progress go to the ``fourm_ros.export`` and ``fourm_ros.tensorrt`` loggers);
-    ``on_stage`` hears each stage (export, sessions, engine builds) as it begins."""
+    the TensorRT engines accept; ``release_exported`` frees the torch weights of the graphs an exported
+    backend runs once their export is on disk (the modules are unusable afterwards); ``log`` gets the one
+    line saying which backend was chosen and why (export and engine-build progress go to the
+    ``fourm_ros.export`` and ``fourm_ros.tensorrt`` loggers); ``on_stage`` hears each stage (export,
+    sessions, engine builds) as it begins."""
     name, reason = choose_backend(config)
+    on_torch = {graph: graphs[graph] for graph in torch_stage_graphs(config, name) if graph in graphs}
+    exported = {graph: module for graph, module in graphs.items() if graph not in on_torch}
     if name == "torch":
         on_stage(f"creating the torch backend on {config.device}")
         backend: Backend = TorchBackend(graphs, config.device)
     elif name == "onnxruntime":
-        backend = _onnxruntime(config, graphs, model_id, on_stage)
+        backend = _onnxruntime(config, exported, model_id, release_exported, on_stage)
     elif name == "tensorrt":
-        backend = _tensorrt(config, graphs, model_id, max_batch, on_stage)
+        backend = _tensorrt(config, exported, model_id, max_batch, release_exported, on_stage)
     else:
         raise BackendError(f"unknown backend {name!r}; choose auto, torch, onnxruntime or tensorrt")
+    if on_torch:
+        backend = SplitBackend(backend, TorchBackend(on_torch, config.device))
     backend.selection_reason = f"backend {config.backend} → {backend.describe()}: {reason}"
     log.info(backend.selection_reason)
     return backend

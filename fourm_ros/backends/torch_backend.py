@@ -18,7 +18,7 @@ class TorchBackend(Backend):
     def __init__(self, graphs: Mapping[str, nn.Module], device: str | torch.device = "cpu"):
         self._graphs = dict(graphs)
         self.device = torch.device(device)
-        self._dtype = next(next(iter(self._graphs.values())).parameters()).dtype
+        self._dtypes = {name: next(graph.parameters()).dtype for name, graph in self._graphs.items()}
 
     @property
     def graphs(self) -> tuple[str, ...]:
@@ -46,4 +46,10 @@ class TorchBackend(Backend):
         return np.asarray(value)
 
     def describe(self) -> str:
-        return f"torch {torch.__version__} on {self.device} ({str(self._dtype).removeprefix('torch.')})"
+        """Backend, device and dtype; the graphs of a second dtype are named (per-stage precision)."""
+        by_dtype: dict[str, list[str]] = {}
+        for name, dtype in self._dtypes.items():
+            by_dtype.setdefault(str(dtype).removeprefix("torch."), []).append(name)
+        main, *others = sorted(by_dtype, key=lambda dtype: -len(by_dtype[dtype]))
+        named = "".join(f"; {dtype}: {', '.join(by_dtype[dtype])}" for dtype in others)
+        return f"torch {torch.__version__} on {self.device} ({main}{named})"

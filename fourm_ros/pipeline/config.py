@@ -140,6 +140,27 @@ class DenseDecodingConfig:
     seed: int = setting(0, "Seed of sampled dense decoding.", minimum=0)
 
 
+STAGE_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+
+
+@dataclass(frozen=True)
+class PrecisionConfig:
+    """Compute dtype of the stages whose outputs are continuous (the tokenizer decoders).
+
+    Their error is bounded and measurable, unlike the argmax tokens of the 4M-21 encoder and decoder, whose
+    dtype stays ``dtype``. ``auto`` = bfloat16 where the device computes it natively (a CPU with AVX-512
+    BF16 or AMX, a CUDA GPU with bf16), else float32; errors and speed-ups are in the README (Performance).
+    A stage set to a non-float32 dtype runs on torch, whatever ``backend`` runs the rest."""
+
+    depth: str = setting("auto", "Compute dtype of the depth DiVAE decoder.", choices=STAGE_PRECISIONS)
+    normals: str = setting(
+        "auto", "Compute dtype of the surface-normal DiVAE decoder.", choices=STAGE_PRECISIONS
+    )
+    segmentation: str = setting(
+        "auto", "Compute dtype of the segmentation decoder.", choices=STAGE_PRECISIONS
+    )
+
+
 @dataclass(frozen=True)
 class TokenizersConfig:
     """Where each tokenizer decoder's checkpoint comes from (hub repo id or local directory)."""
@@ -214,6 +235,7 @@ class PipelineConfig:
         "tok_depth@224 tokens (encoder half of tokenizers.depth); frames without depth run on rgb alone.",
         choices=(("rgb",), ("rgb", "depth")),
     )
+    precision: PrecisionConfig = field(default_factory=PrecisionConfig)
     tasks: TasksConfig = field(default_factory=TasksConfig)
     dense_decoding: DenseDecodingConfig = field(default_factory=DenseDecodingConfig)
     engines: EnginesConfig = field(default_factory=EnginesConfig)

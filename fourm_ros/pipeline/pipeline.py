@@ -22,7 +22,7 @@ import torch
 from fourm_ros.backends.base import Backend
 from fourm_ros.backends.graphs import DENSE_TARGETS, SEQUENCE_TARGETS
 from fourm_ros.backends.job import job_graphs
-from fourm_ros.backends.select import create_backend
+from fourm_ros.backends.select import choose_backend, create_backend
 from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.model import generation
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
@@ -30,7 +30,13 @@ from fourm_ros.pipeline.config import ConfigError, PipelineConfig, runtime_chang
 from fourm_ros.pipeline.metric_depth import sensor_depth_to_grid
 from fourm_ros.pipeline.preprocess import CropMap, preprocess
 from fourm_ros.pipeline.results import PersonResult, Results
-from fourm_ros.pipeline.weights import RANDOM_WEIGHTS_WARNING, TOKENIZER_TASKS, Components, load_components
+from fourm_ros.pipeline.weights import (
+    RANDOM_WEIGHTS_WARNING,
+    TOKENIZER_TASKS,
+    Components,
+    load_components,
+    resolve_precision,
+)
 from fourm_ros.tokenizers import divae, skeleton, text
 from fourm_ros.tokenizers.ddim import DDIMSampler
 from fourm_ros.tokenizers.depth_encoder import standardize_depth
@@ -145,6 +151,7 @@ class Pipeline:
         if config.threads:
             torch.set_num_threads(config.threads)
         on_stage("loading weights")
+        config = resolve_precision(config, choose_backend(config)[0])
         components = load_components(config)
         backend = create_backend(
             config,
@@ -152,6 +159,7 @@ class Pipeline:
             model_id=components.model_name,
             max_batch=config.engines.max_batch,
             on_stage=on_stage,
+            release_exported=True,  # an exported backend never computes with the torch copies again
         )
         return cls(config, components, backend)
 
@@ -235,10 +243,15 @@ class Pipeline:
         return self._results(prepared, fields, timings)
 
     def sequences(
-        self, frames: Sequence[np.ndarray], tasks: Sequence[str] | None = None, depth: SensorDepth = None
+        self,
+        frames: Sequence[np.ndarray],
+        tasks: Sequence[str] | None = None,
+        depth: SensorDepth = None,
+        pause: Callable[[], None] | None = None,
     ) -> list[Results]:
         """Only the sequence tasks ``tasks`` (default: every enabled one) of each frame, whatever
-        ``every_n_frames`` says: the caller decides which frames are due (dense fields stay None)."""
+        ``every_n_frames`` says: the caller decides which frames are due (dense fields stay None).
+        ``pause`` is called before each generation step, so a caller can yield the CPU to other work."""
         tasks = self._sequences if tasks is None else tuple(tasks)
         unknown = [task for task in tasks if task not in self._sequences]
         if unknown:
@@ -246,7 +259,7 @@ class Pipeline:
         timings: dict[str, float] = {}
         prepared = self._prepare(frames, timings, depth)
         fields = self._new_fields(len(frames))
-        self._run_sequences(prepared, tasks, fields, timings)
+        self._run_sequences(prepared, tasks, fields, timings, pause)
         return self._results(prepared, fields, timings)
 
     def _prepare(
@@ -335,6 +348,7 @@ class Pipeline:
         tasks: Sequence[str],
         fields: list[dict[str, Any]],
         timings: dict[str, float],
+        pause: Callable[[], None] | None = None,
     ) -> None:
         """Captions and human poses by autoregression with a KV cache."""
         if not tasks:
@@ -346,7 +360,7 @@ class Pipeline:
             cross_kv = self.backend.run("cross_kv", context=context)["cross_kv"]
         for task in tasks:
             with _timed(timings, task):
-                ids = self._generate(task, cross_kv, batch).numpy()
+                ids = self._generate(task, cross_kv, batch, pause).numpy()
             for b, frame_fields in enumerate(fields):
                 frame_fields["tokens"][SEQUENCE_TARGETS[task]] = ids[b]
             if task == "caption":
@@ -416,7 +430,9 @@ class Pipeline:
             return divae.relative_depth(output)
         return divae.optical_frame_normals(divae.unit_normals(output))
 
-    def _generate(self, task: str, cross_kv: Any, batch: int) -> torch.Tensor:
+    def _generate(
+        self, task: str, cross_kv: Any, batch: int, pause: Callable[[], None] | None = None
+    ) -> torch.Tensor:
         """Autoregressive ids [B, T] of a sequence task, with the static-shape KV cache of its step graph."""
         settings = getattr(self.config.tasks, task)
         cfg = self._model_config
@@ -426,6 +442,8 @@ class Pipeline:
 
         def step(token: torch.Tensor, position: int) -> torch.Tensor:
             nonlocal cache
+            if pause is not None:
+                pause()
             out = self.backend.run(
                 graph,
                 token=token.numpy(),

@@ -8,6 +8,8 @@ downstream is flagged (``Components.random_weights``).
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import re
 from dataclasses import dataclass
@@ -81,8 +83,50 @@ def download(config: PipelineConfig) -> dict[str, checkpoint.Checkpoint]:
     }
 
 
+PRECISION_TASKS = ("depth", "normals", "segmentation")
+"""Tasks with a ``precision`` setting: their decoders produce continuous outputs (maps, class scores)."""
+CPU_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16", "bf16"})
+"""/proc/cpuinfo flags of native bfloat16 matmul: x86 AVX-512 BF16 or AMX, Arm v8.6 BF16."""
+
+
 def _dtype(config: PipelineConfig) -> torch.dtype:
     return getattr(torch, config.dtype)
+
+
+@functools.cache
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (elsewhere bf16 is emulated, slower than float32)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return False
+    flags = next(
+        (line.partition(":")[2].split() for line in lines if line.startswith(("flags", "Features"))), []
+    )
+    return not CPU_BF16_FLAGS.isdisjoint(flags)
+
+
+def stage_dtype(config: PipelineConfig, task: str, backend: str = "torch") -> torch.dtype:
+    """The dtype ``task``'s tokenizer decoder computes in when ``backend`` runs the job.
+
+    ``precision.<task>: auto`` is bfloat16 only where the stage runs on a CPU that computes bf16 natively
+    (a TensorRT job keeps it on the GPU, in the engine's precision); tasks without a precision setting
+    follow ``dtype``."""
+    if task not in PRECISION_TASKS:
+        return _dtype(config)
+    chosen = getattr(config.precision, task)
+    if chosen == "auto":
+        on_cpu = config.device == "cpu" and backend != "tensorrt"
+        return torch.bfloat16 if on_cpu and cpu_has_native_bfloat16() else torch.float32
+    return getattr(torch, chosen)
+
+
+def resolve_precision(config: PipelineConfig, backend: str) -> PipelineConfig:
+    """``config`` with every ``precision`` setting concrete (``auto`` resolved for ``backend`` here)."""
+    concrete = {
+        task: str(stage_dtype(config, task, backend)).removeprefix("torch.") for task in PRECISION_TASKS
+    }
+    return dataclasses.replace(config, precision=dataclasses.replace(config.precision, **concrete))
 
 
 def load_components(config: PipelineConfig) -> Components:
@@ -106,7 +150,9 @@ def load_components(config: PipelineConfig) -> Components:
         if task in tasks:
             source = getattr(config.tokenizers, task)
             LOG.info("loading the %s tokenizer decoder %s", task, source)
-            decoders[task] = kinds[task].from_pretrained(source, **where)
+            decoders[task] = kinds[task].from_pretrained(
+                source, **{**where, "dtype": stage_dtype(config, task)}
+            )
     depth_encoder = None
     if "depth" in config.inputs:
         LOG.info("loading the depth tokenizer encoder %s", config.tokenizers.depth)
@@ -173,7 +219,7 @@ def random_components(config: PipelineConfig, seed: int = 0) -> Components:
             else:
                 decoder = PoseDecoder(PoseTokenizerConfig.from_dict(settings))
         decoder = randomize(decoder.to_empty(device="cpu"), seed)
-        return decoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        return decoder.to(device=device, dtype=stage_dtype(config, task)).eval().requires_grad_(False)
 
     decoders = {task: build(task) for task in TOKENIZER_TASKS}
     depth_encoder = None

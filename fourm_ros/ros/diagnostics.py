@@ -7,6 +7,10 @@ node is starting (``starting: <stage>``), when the outputs cannot be trusted or 
 (random weights, no or stale input, zero or future stamps, recent bad messages); OK otherwise. Dropped
 frames alone are not a warning: with a depth-1 input the newest frame replaces one the worker had no time
 for, by design.
+
+Each lane (fourm_ros.ros.lanes) gets its own status ``<node>: <lane> lane``: rate, latency, drops, faults by
+reason and the age of its newest result; ERROR when its watchdog fires (a pending frame waited far longer
+than the lane usually takes) or its worker is gone, WARN after a recent fault.
 """
 
 from __future__ import annotations
@@ -14,11 +18,16 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+from fourm_ros.ros.conversion import copy_header
+from fourm_ros.ros.lanes import LaneSnapshot
+from fourm_ros.ros.topics import PROCESSED_OUTCOME
 
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
@@ -60,6 +69,7 @@ class StatsSnapshot:
     processed: int
     dropped: int
     dropped_starting: int
+    failed: Mapping[str, int]
     bad: Mapping[str, int]
     last_bad_reason: str
     seconds_since_bad: float | None
@@ -75,15 +85,21 @@ class StatsSnapshot:
     def bad_total(self) -> int:
         return sum(self.bad.values())
 
+    @property
+    def failed_total(self) -> int:
+        return sum(self.failed.values())
+
 
 class PipelineStats:
     """Counters, rolling latencies and input health of a running node (thread-safe).
 
-    ``received`` counts every input message; ``bad`` (by reason), ``dropped`` and ``processed`` are what
-    became of them. ``window`` values are kept per rolling quantity; ``stale_after_s`` is the input stamp
-    age that counts as stale; ``silence_s`` how long without input is a warning; ``recent_s`` how long a
-    bad message keeps the status at WARN and the span the output rate is measured over. ``clock`` is a
-    monotonic clock in seconds (injectable for tests).
+    ``received`` counts every input frame; ``processed``, ``dropped``, ``bad`` (by reason) and ``failed``
+    (by reason: a fault in conversion, pipeline, message building or publishing) are what became of them,
+    so received = processed + dropped + bad + failed once no frame is in flight. ``window`` values are
+    kept per rolling quantity; ``stale_after_s`` is the input stamp age that counts as stale;
+    ``silence_s`` how long without input is a warning; ``recent_s`` how long a bad message keeps the
+    status at WARN and the span the output rate is measured over. ``clock`` is a monotonic clock in
+    seconds (injectable for tests).
     """
 
     def __init__(
@@ -113,6 +129,7 @@ class PipelineStats:
         self._stage_since = self.clock()
         self._start_failure = ""
         self._bad: Counter[str] = Counter()
+        self._failed: Counter[str] = Counter()
         self._last_bad_reason = ""
         self._last_bad_time: float | None = None
         self._last_input_time: float | None = None
@@ -170,8 +187,19 @@ class PipelineStats:
         with self._lock:
             self._processed += 1
             self._processed_times.append(self.clock())
+        self.stage_timings(stage_seconds)
+
+    def stage_timings(self, stage_seconds: Mapping[str, float]) -> None:
+        """Wall time per pipeline stage (seconds), e.g. of the sequence lane's work on a frame."""
+        with self._lock:
             for stage, seconds in stage_seconds.items():
                 self._latency.setdefault(stage, deque(maxlen=self.window)).append(float(seconds))
+
+    def frame_failed(self, reason: str, error: str) -> None:
+        """A fault on a frame's path; the status is ERROR until a frame succeeds again."""
+        with self._lock:
+            self._failed[reason] += 1
+        self.pipeline_failed(f"{reason}: {error}")
 
     def pipeline_failed(self, error: str) -> None:
         """The pipeline raised on a frame; the status is ERROR until a frame succeeds again."""
@@ -197,6 +225,7 @@ class PipelineStats:
                 processed=self._processed,
                 dropped=self._dropped,
                 dropped_starting=self._dropped_starting,
+                failed=dict(self._failed),
                 bad=dict(self._bad),
                 last_bad_reason=self._last_bad_reason,
                 seconds_since_bad=None if self._last_bad_time is None else now - self._last_bad_time,
@@ -244,8 +273,10 @@ class PipelineStats:
             return OK, f"running at {snap.rate_hz:.1f} Hz"
         return max(level for level, _ in problems), "; ".join(message for _, message in problems)
 
-    def to_diagnostic_array(self, stamp: Time, node_name: str) -> DiagnosticArray:
-        """One ``DiagnosticStatus`` named ``<node_name>: pipeline`` with the level and every figure."""
+    def to_diagnostic_array(
+        self, stamp: Time, node_name: str, lanes: Sequence[LaneSnapshot] = ()
+    ) -> DiagnosticArray:
+        """``<node_name>: pipeline`` with the level and every figure, then one status per lane."""
         snap = self.snapshot()
         level, message = self.status(snap)
         values = [
@@ -258,6 +289,8 @@ class PipelineStats:
             ("frames processed", snap.processed),
             ("frames dropped (busy)", snap.dropped),
             ("frames dropped (starting)", snap.dropped_starting),
+            ("frames failed", snap.failed_total),
+            *((f"frames failed: {reason}", count) for reason, count in sorted(snap.failed.items())),
             ("bad messages", snap.bad_total),
             *((f"bad messages: {reason}", count) for reason, count in sorted(snap.bad.items())),
             ("input stamps zero", snap.zero_stamps),
@@ -283,6 +316,62 @@ class PipelineStats:
             hardware_id=snap.backend,
             values=[KeyValue(key=key, value=str(value)) for key, value in values],
         )
-        array = DiagnosticArray(status=[status])
+        array = DiagnosticArray(status=[status, *(lane_status(lane, node_name) for lane in lanes)])
         array.header.stamp = stamp
         return array
+
+
+def _figure(value: float | None, scale: float = 1.0, digits: int = 3) -> str:
+    return "" if value is None else f"{value * scale:.{digits}f}"
+
+
+def lane_level(lane: LaneSnapshot, recent_s: float = 10.0) -> tuple[int, str]:
+    """ERROR when the lane's worker is gone or its watchdog fired; WARN after a fault within ``recent_s``."""
+    if not lane.alive:
+        return ERROR, f"{lane.name} lane: worker thread is not running"
+    if lane.stalled:
+        return ERROR, (
+            f"{lane.name} lane stalled: a frame has waited {lane.pending_for_s:.1f} s "
+            f"(watchdog at {lane.stalled_after_s:.1f} s)"
+        )
+    if lane.seconds_since_fault is not None and lane.seconds_since_fault <= recent_s:
+        return WARN, f"{lane.name} lane: {sum(lane.failed.values())} faults, last {lane.last_fault}"
+    return OK, f"{lane.name} lane: {lane.rate_hz:.2f} Hz"
+
+
+def lane_status(lane: LaneSnapshot, node_name: str) -> DiagnosticStatus:
+    """The ``<node_name>: <lane> lane`` status: rate, latency, drops, faults, age of the newest result."""
+    level, message = lane_level(lane)
+    values = [
+        ("frames in", lane.submitted),
+        ("frames out", lane.processed),
+        ("frames dropped (replaced)", lane.dropped),
+        ("faults", sum(lane.failed.values())),
+        *((f"faults: {reason}", count) for reason, count in sorted(lane.failed.items())),
+        ("rate (Hz)", f"{lane.rate_hz:.2f}"),
+        ("latency mean (ms)", _figure(lane.latency_mean_s, 1e3, 1)),
+        ("latency max (ms)", _figure(lane.latency_max_s, 1e3, 1)),
+        ("compute per batch mean (ms)", _figure(lane.compute_mean_s, 1e3, 1)),
+        ("newest result age (s)", _figure(lane.seconds_since_result)),
+        ("pending for (s)", _figure(lane.pending_for_s)),
+        ("watchdog after (s)", _figure(lane.stalled_after_s, 1.0, 1)),
+    ]
+    if lane.last_fault:
+        values.append(("last fault", lane.last_fault))
+    return DiagnosticStatus(
+        level=level,
+        name=f"{node_name}: {lane.name} lane",
+        message=message,
+        values=[KeyValue(key=key, value=str(value)) for key, value in values],
+    )
+
+
+def frame_outcome(header: Any, camera: str, problem: str | None) -> DiagnosticArray:
+    """The ``frame_outcome`` of one input frame: its header, one status named after the camera ('' = no
+    prefix), OK with message "processed" when its dense outputs were published, else WARN with the reason."""
+    status = DiagnosticStatus(
+        level=OK if problem is None else WARN,
+        name=camera,
+        message=PROCESSED_OUTCOME if problem is None else problem,
+    )
+    return DiagnosticArray(header=copy_header(header), status=[status])

@@ -70,6 +70,57 @@ class QosConfig:
 
 
 @dataclass(frozen=True)
+class LanesConfig:
+    """How the dense lane (depth, normals, segmentation) and the sequence lane (caption, human poses) share
+    the machine; see "Two lanes" in README.md."""
+
+    sequence_share: float = setting(
+        0.5,
+        "Most fraction of the wall time the sequence lane computes; it sleeps between generation steps for "
+        "the rest, so the dense lane has the cores to itself then. 1 = no pauses.",
+        minimum=0.05,
+        maximum=1.0,
+    )
+    dense_threads: int = setting(
+        0,
+        "Torch intra-op threads of the dense lane's worker (torch sets them per thread); 0 = the threads "
+        "setting, or the library default.",
+        minimum=0,
+        maximum=256,
+    )
+    sequence_threads: int = setting(
+        1,
+        "Torch intra-op threads of the sequence lane's worker; 0 = the threads setting, or the library "
+        "default.",
+        minimum=0,
+        maximum=256,
+    )
+    max_batch: int = setting(
+        0,
+        "Most frames per pipeline call; more cameras are split into several calls. 0 = engines.max_batch "
+        "on TensorRT, unlimited otherwise.",
+        minimum=0,
+        maximum=64,
+    )
+    sync_slop_s: float = setting(
+        0.0,
+        "Several cameras: batch only sets of one frame per camera whose stamps lie within this many seconds "
+        "(approximate time); 0 = off, each camera's newest frame wins on its own.",
+        minimum=0.0,
+        maximum=10.0,
+    )
+    watchdog_factor: float = setting(
+        10.0,
+        "A lane whose pending frame waits longer than this many times its usual latency is an ERROR.",
+        minimum=1.5,
+        maximum=1000.0,
+    )
+    watchdog_min_s: float = setting(
+        30.0, "The watchdog never fires before a frame has waited this long.", minimum=0.1, maximum=3600.0
+    )
+
+
+@dataclass(frozen=True)
 class NodeConfig:
     """Settings only the ROS node uses (the ``ros`` section of config/perception.yaml)."""
 
@@ -86,7 +137,7 @@ class NodeConfig:
     require_camera_info: bool = setting(
         True,
         "Skip (and count) frames without a matching CameraInfo; if false, publish them without the "
-        "camera_info outputs.",
+        "*/camera_info outputs.",
         runtime=True,
     )
     publish_color: bool = setting(
@@ -127,6 +178,7 @@ class NodeConfig:
         0.05, "A sensor pixel agrees when |fit - sensor| <= this × sensor depth.", minimum=0.001, maximum=1.0
     )
     qos: QosConfig = field(default_factory=QosConfig)
+    lanes: LanesConfig = field(default_factory=LanesConfig)
 
     def validate(self) -> NodeConfig:
         names = [camera.strip("/") for camera in self.cameras]

@@ -18,6 +18,12 @@ CAMERA_INFO = "camera_info"
 PROCESSED = "processed"
 """std_msgs/Header of every frame whose outputs are all published: lets replay pace itself and tools
 measure end-to-end latency."""
+FRAME_OUTCOME = "frame_outcome"
+"""diagnostic_msgs/DiagnosticArray, exactly one per input frame, with the frame's header and one status:
+name = the camera namespace ('' = none), level OK (0) when the frame's dense outputs were published, WARN (1)
+when it was skipped, dropped or failed; message = "processed" or the reason. Lock-step replay waits on it.
+Published for every node whatever its tasks, so it is not one of the task ``OUTPUTS``."""
+PROCESSED_OUTCOME = "processed"
 
 
 @dataclass(frozen=True)

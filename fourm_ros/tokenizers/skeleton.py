@@ -108,6 +108,24 @@ def project(points: np.ndarray, image_size: int = CROP_SIZE) -> np.ndarray:
     return focal_length(image_size) * points[..., :2] / points[..., 2:3] + image_size / 2
 
 
+def nearest_rotation(matrix: np.ndarray) -> np.ndarray | None:
+    """The proper rotation (orthonormal, determinant +1) nearest to ``matrix`` [3, 3] in the Frobenius
+    norm, or None when there is no unique one (not finite, or rank < 2).
+
+    4M-21 generates the root orientation as nine quantised numbers, so the matrix is only roughly a
+    rotation and can even be a reflection (determinant < 0), which no quaternion represents. The SVD
+    ``U diag(1, 1, d) Vᵀ`` with ``d = det(U Vᵀ)`` is the standard projection (Kabsch).
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if matrix.shape != (3, 3) or not np.isfinite(matrix).all():
+        return None
+    u, singular, vt = np.linalg.svd(matrix)
+    if singular[1] <= 1e-9 * max(singular[0], 1e-300):
+        return None
+    sign = np.sign(np.linalg.det(u @ vt)) or 1.0
+    return u @ np.diag([1.0, 1.0, sign]) @ vt
+
+
 def forward_kinematics(
     rest_joints: np.ndarray,
     global_orient: np.ndarray,
@@ -324,7 +342,8 @@ class Person:
     rotations: np.ndarray
     """[23, 3, 3] body-joint rotations relative to the parent joint (SMPL order, joints 1..23)."""
     global_orient: np.ndarray
-    """[3, 3] root rotation (model → camera frame)."""
+    """[3, 3] root rotation (model → camera frame): the generated matrix projected onto the nearest proper
+    rotation (see :func:`nearest_rotation`); as generated when the person is invalid."""
     betas: np.ndarray
     """[10] SMPL shape coefficients (used by SmplSkeleton only)."""
     camera: np.ndarray
@@ -376,8 +395,11 @@ def person_from_tokens(
         return _invalid(
             index, f"camera scale {tokens.camera[0]:.3f} <= 0 puts the person at no finite depth", tokens
         )
+    global_orient = nearest_rotation(tokens.global_orient)
+    if global_orient is None:
+        return _invalid(index, "the generated root orientation is not a usable rotation (rank < 2)", tokens)
     translation = camera_translation(tokens.camera, tokens.box_xyxy, image_size)
-    posed = forward_kinematics(skeleton.rest_joints(tokens.betas), tokens.global_orient, rotations)
+    posed = forward_kinematics(skeleton.rest_joints(tokens.betas), global_orient, rotations)
     joints = posed + translation
     valid, reason = True, None
     if not np.isfinite(joints).all():
@@ -389,7 +411,7 @@ def person_from_tokens(
         index=index,
         box_xyxy=np.asarray(tokens.box_xyxy, dtype=np.float64),
         rotations=rotations,
-        global_orient=np.asarray(tokens.global_orient, dtype=np.float64),
+        global_orient=global_orient,
         betas=np.asarray(tokens.betas, dtype=np.float64),
         camera=np.asarray(tokens.camera, dtype=np.float64),
         translation=translation,

@@ -8,6 +8,7 @@ from support import tiny_components
 from fourm_ros.backends.export import cached_export
 from fourm_ros.backends.job import job_graphs
 from fourm_ros.pipeline.config import PipelineConfig
+from fourm_ros.pipeline.weights import PRECISION_TASKS
 
 
 def _with_cache_dir(config: PipelineConfig, directory) -> PipelineConfig:
@@ -29,7 +30,14 @@ def tiny():
 
 @pytest.fixture(scope="session")
 def tiny_config():
-    return PipelineConfig.from_dict({"random_weights": True, "tasks": {"human_pose": {"max_tokens": 120}}})
+    """Every stage in float32 (``precision: auto`` would pick bf16 decoders on some CPUs only)."""
+    return PipelineConfig.from_dict(
+        {
+            "random_weights": True,
+            "tasks": {"human_pose": {"max_tokens": 120}},
+            "precision": dict.fromkeys(PRECISION_TASKS, "float32"),
+        }
+    )
 
 
 @pytest.fixture(scope="session")

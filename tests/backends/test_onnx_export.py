@@ -2,10 +2,10 @@
 
 import json
 import logging
-import shutil
 
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from support import tiny_components
@@ -22,7 +22,11 @@ from fourm_ros.backends.export import (
     weights_fingerprint,
 )
 from fourm_ros.backends.graphs import build_graphs
-from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
+from fourm_ros.backends.onnxruntime_backend import (
+    OnnxRuntimeBackend,
+    SharedInitializers,
+    external_initializers,
+)
 from fourm_ros.backends.torch_backend import TorchBackend
 
 FLOAT_TOLERANCE = 1e-4
@@ -167,25 +171,61 @@ def test_unreadable_manifest_is_a_clear_error(tmp_path):
         Manifest.load(tmp_path)
 
 
-def test_large_graphs_keep_their_weights_in_one_data_file(tiny, tmp_path):
+def _state_bytes(graphs):
+    """Bytes of the distinct weight tensors of ``graphs`` (a tensor held by several graphs counts once)."""
+    seen = {}
+    for graph in graphs.values():
+        for tensor in graph.state_dict().values():
+            seen[(tensor.data_ptr(), tensor.dtype, tuple(tensor.shape))] = (
+                tensor.numel() * tensor.element_size()
+            )
+    return sum(seen.values())
+
+
+def test_graphs_share_one_weights_file_holding_each_tensor_once(tiny_export, tiny_graphs):
+    directory = tiny_export.directory
+    assert sorted(p.name for p in directory.iterdir() if p.is_file()) == sorted(
+        [f"{name}.onnx" for name in tiny_graphs] + ["manifest.json", export.WEIGHTS_NAME]
+    )
+    referenced = {
+        name: {
+            (offset, length) for _, _, offset, length, _, _ in external_initializers(tiny_export.path(name))
+        }
+        for name in tiny_graphs
+    }
+    # The decoder's weights are held by the dense, cross-K/V and both step graphs: stored once, shared.
+    assert referenced["caption_step"] & referenced["dense_decoder"]
+    assert referenced["human_poses_step"] & referenced["caption_step"]
+    size = (directory / export.WEIGHTS_NAME).stat().st_size
+    assert size <= 1.02 * _state_bytes(tiny_graphs)
+    assert size < sum(length for ranges in referenced.values() for _, length in ranges)
+    for graph in tiny_export.graphs.values():
+        assert (graph.data_file, graph.data_sha256) == (
+            export.WEIGHTS_NAME,
+            tiny_export.graphs["encoder"].data_sha256,
+        )
+        assert (directory / graph.file).stat().st_size < 300_000, "weights left inside a graph file"
+
+
+def test_onnxruntime_maps_each_shared_weight_once(tiny_export):
+    weights = SharedInitializers(tiny_export.directory)
+    given = sum(
+        weights.add_to(onnxruntime.SessionOptions(), tiny_export.path(name)) for name in tiny_export.graphs
+    )
+    assert weights.distinct < given
+    assert weights.mapped_files == [export.WEIGHTS_NAME]
+
+
+def test_a_corrupt_weights_file_is_reported(tiny, tmp_path):
     graphs = build_graphs(tiny.model, human_pose=tiny.human_pose)
-    manifest = export_graphs(graphs, tmp_path, model="tiny", external_data=True)
-    graph = manifest.graphs["pose_rotations"]
-    assert graph.data_file == "pose_rotations.onnx.data"
-    assert graph.data_sha256 == file_sha256(tmp_path / graph.data_file)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "encoder.onnx",
-        "encoder.onnx.data",
-        "manifest.json",
-        "pose_rotations.onnx",
-        "pose_rotations.onnx.data",
-    ]
+    manifest = export_graphs(graphs, tmp_path, model="tiny")
     inputs = _inputs("pose_rotations", graphs["pose_rotations"], 4)
     got = OnnxRuntimeBackend(manifest).run("pose_rotations", **inputs)["rotations"]
     want = TorchBackend(graphs).run("pose_rotations", **inputs)["rotations"].numpy()
     np.testing.assert_allclose(got, want, atol=FLOAT_TOLERANCE, rtol=0)
-    shutil.copy(tmp_path / "encoder.onnx", tmp_path / "encoder.onnx.data")
-    assert manifest.problems() == ["encoder.onnx.data is corrupt (its sha256 differs from the manifest)"]
+    with open(tmp_path / export.WEIGHTS_NAME, "r+b") as handle:
+        handle.write(b"\xff" * 16)
+    assert manifest.problems() == ["weights.bin is corrupt (its sha256 differs from the manifest)"]
 
 
 def test_export_needs_float32_weights(tmp_path):

@@ -175,3 +175,24 @@ def test_rgbd_sample_bag_holds_registered_depth_with_the_colour_header(tmp_path)
 def test_rgbd_sample_bag_refuses_compression(tmp_path, capsys):
     assert cli.main(["sample-bag", str(tmp_path / "bag"), "--rgbd", "--compressed"]) == 2
     assert "16UC1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["infer", "--every", "0", "-o", "out", "a.png"],
+            "argument --every: expected an integer >= 1, got 0",
+        ),
+        (["replay", "--rate", "0", "in", "-o", "out"], "argument --rate: expected a number > 0, got 0"),
+        (["sample-bag", "--rate", "0", "out"], "argument --rate: expected a number > 0, got 0"),
+        (["replay", "--rate", "inf", "in", "-o", "out"], "argument --rate: expected a number > 0, got inf"),
+        (["bench", "--batch", "two"], "argument --batch: expected an integer >= 1, got 'two'"),
+    ],
+)
+def test_command_line_numbers_are_validated(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err

@@ -144,7 +144,7 @@ def test_persons_are_mapped_to_input_pixels(components, monkeypatch):
     vocabulary = text.text_tokenizer()
     ids = torch.tensor([[vocabulary.token_to_id(word) for word in words] + [text.EOS_ID]])
     pipeline = Pipeline(PipelineConfig.from_dict({"tasks": {"caption": {"enabled": False}}}), components)
-    monkeypatch.setattr(pipeline, "_generate", lambda task, cross_kv, batch: ids)
+    monkeypatch.setattr(pipeline, "_generate", lambda task, cross_kv, batch, pause=None: ids)
     (result,) = pipeline(_frames((480, 640)))
     (person,) = result.persons
     assert person.valid, person.reason

@@ -36,9 +36,9 @@ class PerfectDepthPipeline(Pipeline):
     """The tiny random pipeline, except that its relative depth is the synthetic scene's exact relative depth:
     random weights cannot predict depth, and this test is about the node's plumbing, not the model."""
 
-    def __call__(self, frames, depth=None):
+    def dense(self, frames, depth=None):  # the node's dense lane
         relative = ((TRUTH - TRUTH.mean()) / TRUTH.std()).astype(np.float32)
-        return [dataclasses.replace(r, depth=relative) for r in super().__call__(frames, depth)]
+        return [dataclasses.replace(r, depth=relative) for r in super().dense(frames, depth)]
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from fourm_ros.tokenizers.skeleton import (
     camera_translation,
     focal_length,
     forward_kinematics,
+    nearest_rotation,
     persons_from_sequence,
     project,
 )
@@ -212,3 +213,27 @@ def test_persons_from_sequence_with_a_real_decoder_and_no_humans():
 def test_generic_skeleton_rejects_a_nonsense_height():
     with pytest.raises(ValueError, match="metres"):
         GenericSkeleton(height_m=170)
+
+
+def test_a_reflected_root_orientation_is_projected_to_the_nearest_rotation():
+    """4M-21 generates the root orientation as nine numbers: a reflection (det -1) must not reach the
+    quaternion code (it raised on the node's worker and stopped it)."""
+    mirrored = "v0=999 v0=500 v0=500 v0=500 v0=0 v0=500 v0=500 v0=500 v0=999"  # diag(1, -1, 1), det -1
+    sequence = person("v0=200 v1=100 v2=500 v3=900", "v0=150 v0=50 v0=50").replace(
+        "global v0=999 v0=500 v0=500 v0=500 v0=0 v0=500 v0=500 v0=500 v0=0", f"global {mirrored}"
+    )
+    (mirror,) = persons_from_sequence(emitted(sequence), FixedRotations(), GenericSkeleton())
+    assert mirror.valid, mirror.reason
+    np.testing.assert_allclose(mirror.global_orient @ mirror.global_orient.T, IDENTITY, atol=1e-12)
+    assert np.linalg.det(mirror.global_orient) == pytest.approx(1.0)
+    assert np.isfinite(mirror.joints_3d).all()
+
+
+def test_nearest_rotation_of_noisy_and_degenerate_matrices():
+    noisy = rotation_z(30) * 1.02 + 0.01
+    projected = nearest_rotation(noisy)
+    assert np.linalg.det(projected) == pytest.approx(1.0)
+    np.testing.assert_allclose(projected, rotation_z(30), atol=0.02)
+    np.testing.assert_allclose(nearest_rotation(rotation_z(75)), rotation_z(75), atol=1e-12)
+    assert nearest_rotation(np.zeros((3, 3))) is None
+    assert nearest_rotation(np.full((3, 3), np.nan)) is None
