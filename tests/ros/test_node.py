@@ -363,9 +363,12 @@ def test_start_up_runs_beside_the_executor_and_drops_frames_until_ready(componen
         probe.create_subscription(
             DiagnosticArray, "/diagnostics", lambda m: _status(m).name == name and received.append(m), 10
         )
+        outcomes = []
+        probe.create_subscription(DiagnosticArray, topics.FRAME_OUTCOME, outcomes.append, 100)
         image_pub = probe.create_publisher(Image, "image", 10)
         info_pub = probe.create_publisher(CameraInfo, "camera_info", 10)
         spin(probe)
+        sent = []
 
         def latest(key):
             return _value(received[-1], key) if received else None
@@ -375,11 +378,20 @@ def test_start_up_runs_beside_the_executor_and_drops_frames_until_ready(componen
             while latest(key) in not_values:
                 assert time.monotonic() < deadline, [_status(d).message for d in received[-1:]]
                 header = Header(frame_id="camera_optical_frame")
+                header.stamp.sec = len(sent) + 1
+                sent.append(header)
                 info_pub.publish(pinhole_camera_info(64, 48, header))
                 image_pub.publish(rgb_message(_image(48, 64), header))
                 time.sleep(period_s)
 
         send_until("frames dropped (starting)", (None, "0"), 0.1)
+        # Each frame dropped while starting still gets its one outcome (lock-step replay waits for it).
+        deadline = time.monotonic() + 20
+        while not outcomes:
+            assert time.monotonic() < deadline, "no frame_outcome while starting"
+            time.sleep(0.05)
+        assert _status(outcomes[0]).message == "dropped: starting"
+        assert outcomes[0].header in sent
         status = _status(received[-1])
         assert latest("state") == "starting: building the pipeline"
         assert status.level == DiagnosticStatus.WARN and "starting: building the pipeline" in status.message
@@ -388,6 +400,10 @@ def test_start_up_runs_beside_the_executor_and_drops_frames_until_ready(componen
         node.wait_until_started(timeout_s=60)
         send_until("frames processed", (None, "0"), 0.3)
         assert latest("state") == "running"
+        deadline = time.monotonic() + 20
+        while _status(outcomes[-1]).message != "processed":
+            assert time.monotonic() < deadline, [_status(o).message for o in outcomes]
+            time.sleep(0.05)
         assert latest("backend selection").startswith("torch: ")
     finally:
         release.set()
