@@ -27,7 +27,7 @@ setup(
     entry_points={
         "console_scripts": [
             "fourm-ros = fourm_ros.cli:main",
-            "perception_node = fourm_ros.ros.node:main",
+            "perception_node = fourm_ros.ros.main:main",
         ],
     },
 )

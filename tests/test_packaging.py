@@ -66,7 +66,7 @@ def test_the_package_installs_launch_config_and_entry_points(tmp_path):
         names
     )
     entry_points = zipfile.ZipFile(wheel).read("fourm_ros-0.1.0.dist-info/entry_points.txt").decode()
-    assert "perception_node = fourm_ros.ros.node:main" in entry_points
+    assert "perception_node = fourm_ros.ros.main:main" in entry_points
     assert "fourm-ros = fourm_ros.cli:main" in entry_points
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 import shutil
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from torch import nn
 
@@ -93,7 +93,14 @@ def choose_backend(config: PipelineConfig) -> tuple[str, str]:
     return CPU_BACKEND, f"{problem}; {CPU_REASON}"
 
 
-def _export(config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str) -> Manifest:
+Stage = Callable[[str], None]
+"""Told each start-up stage as it begins (e.g. "exporting ONNX graphs"); the node shows it in /diagnostics."""
+
+
+def _export(
+    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, on_stage: Stage
+) -> Manifest:
+    on_stage("exporting ONNX graphs (reused from the cache when unchanged)")
     return cached_export(graphs, config.engines.cache_dir, model=model_id, tasks=config.tasks.enabled)
 
 
@@ -108,26 +115,33 @@ def release_weights(graphs: Mapping[str, nn.Module]) -> None:
 
 
 def _onnxruntime(
-    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, release: bool
+    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, release: bool, on_stage: Stage
 ) -> Backend:
     from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-    manifest = _export(config, graphs, model_id)
+    manifest = _export(config, graphs, model_id, on_stage)
     if release:
         release_weights(graphs)
     try:
+        on_stage("creating ONNX Runtime sessions")
         return OnnxRuntimeBackend(manifest, device=config.device, threads=config.threads)
     except ExportFileError as error:  # intact hashes but unloadable (e.g. written by another onnx version)
         shutil.rmtree(manifest.directory, ignore_errors=True)
         if release:
             raise BackendError(f"{error}; it was deleted, start again to export it anew") from error
         EXPORT_LOG.warning("%s; exporting again", error)
-        manifest = _export(config, graphs, model_id)
+        manifest = _export(config, graphs, model_id, on_stage)
+        on_stage("creating ONNX Runtime sessions")
         return OnnxRuntimeBackend(manifest, device=config.device, threads=config.threads)
 
 
 def _tensorrt(
-    config: PipelineConfig, graphs: Mapping[str, nn.Module], model_id: str, max_batch: int, release: bool
+    config: PipelineConfig,
+    graphs: Mapping[str, nn.Module],
+    model_id: str,
+    max_batch: int,
+    release: bool,
+    on_stage: Stage,
 ) -> Backend:
     from fourm_ros.backends.fp16_check import planned_precision
     from fourm_ros.backends.tensorrt_backend import current_engine_digests, engine_directory, tensorrt_backend
@@ -136,12 +150,13 @@ def _tensorrt(
     problem = tensorrt_problem(device)
     if problem is not None:
         raise BackendError(f"backend tensorrt cannot run here: {problem}; choose onnxruntime or torch")
-    manifest = _export(config, graphs, model_id)
+    manifest = _export(config, graphs, model_id, on_stage)
     if release:
         release_weights(graphs)
     engines = config.engines
     profile = batch_profile(config, max_batch)
     verify = engines.precision == "fp16" and not engines.allow_unverified_fp16
+    on_stage("checking the fp16 engines' verification record")
     fp16_engines = (
         current_engine_digests(
             manifest, precision="fp16", workspace_mb=engines.workspace_mb, profile=profile, device=device
@@ -152,6 +167,7 @@ def _tensorrt(
     # Decided before anything is built: a start never builds fp16 engines only to refuse them.
     precision, why = planned_precision(engines, engine_directory(manifest), fp16_engines)
     (LOG.warning if precision != engines.precision or "UNVERIFIED" in why else LOG.info)("TensorRT %s", why)
+    on_stage(f"building TensorRT {precision} engines (reused from the cache when unchanged)")
     return tensorrt_backend(
         manifest, precision=precision, workspace_mb=engines.workspace_mb, profile=profile, device=device
     )
@@ -165,6 +181,7 @@ def create_backend(
     max_batch: int = 1,
     release_exported: bool = False,
     log: logging.Logger = LOG,
+    on_stage: Stage = lambda stage: None,
 ) -> Backend:
     """The backend ``config`` asks for (or ``auto`` picks), running ``graphs``; exports them to ONNX and
     builds TensorRT engines in ``engines.cache_dir`` when needed (reused on the next start).
@@ -173,16 +190,18 @@ def create_backend(
     the TensorRT engines accept; ``release_exported`` frees the torch weights of the graphs an exported
     backend runs once their export is on disk (the modules are unusable afterwards); ``log`` gets the one
     line saying which backend was chosen and why (export and engine-build progress go to the
-    ``fourm_ros.export`` and ``fourm_ros.tensorrt`` loggers)."""
+    ``fourm_ros.export`` and ``fourm_ros.tensorrt`` loggers); ``on_stage`` hears each stage (export,
+    sessions, engine builds) as it begins."""
     name, reason = choose_backend(config)
     on_torch = {graph: graphs[graph] for graph in torch_stage_graphs(config, name) if graph in graphs}
     exported = {graph: module for graph, module in graphs.items() if graph not in on_torch}
     if name == "torch":
+        on_stage(f"creating the torch backend on {config.device}")
         backend: Backend = TorchBackend(graphs, config.device)
     elif name == "onnxruntime":
-        backend = _onnxruntime(config, exported, model_id, release_exported)
+        backend = _onnxruntime(config, exported, model_id, release_exported, on_stage)
     elif name == "tensorrt":
-        backend = _tensorrt(config, exported, model_id, max_batch, release_exported)
+        backend = _tensorrt(config, exported, model_id, max_batch, release_exported, on_stage)
     else:
         raise BackendError(f"unknown backend {name!r}; choose auto, torch, onnxruntime or tensorrt")
     if on_torch:

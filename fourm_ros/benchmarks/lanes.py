@@ -114,6 +114,8 @@ def main() -> None:
             namespace=namespace,
             parameter_overrides=[Parameter(name, value=value) for name, value in settings.items()],
         )
+    for node in nodes.values():  # the pipeline is built in the background; frames before are dropped
+        node.wait_until_started()
     probe = rclpy.create_node("lanes_benchmark", context=context)
     recorder = _Recorder(probe, probe.get_clock())
     cameras = {

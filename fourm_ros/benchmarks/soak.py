@@ -184,6 +184,7 @@ def main() -> None:
         context=context,
         parameter_overrides=[Parameter(name, value=value) for name, value in settings.items()],
     )
+    node.wait_until_started()  # the pipeline is built in the background; frames before are dropped
     probe = rclpy.create_node("soak_probe", context=context)
     newest: dict[str, DiagnosticArray] = {}
     outcomes: Counter[str] = Counter()

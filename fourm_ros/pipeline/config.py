@@ -36,10 +36,13 @@ def setting(
     choices: tuple | None = None,
     minimum: float | None = None,
     maximum: float | None = None,
+    runtime: bool = False,
 ) -> Any:
-    """A documented dataclass field with its allowed values."""
+    """A documented dataclass field with its allowed values. ``doc`` is one or more sentences;
+    ``runtime`` marks a setting that a running node may change (``ros2 param set``) without a restart."""
     return field(
-        default=default, metadata={"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum}
+        default=default,
+        metadata={"doc": doc, "choices": choices, "minimum": minimum, "maximum": maximum, "runtime": runtime},
     )
 
 
@@ -52,30 +55,52 @@ def _check(condition: bool, path: str, message: str) -> None:
 class DiffusionTaskConfig:
     """Depth or normals, decoded by the DiVAE diffusion decoder."""
 
-    enabled: bool = setting(True, "publish/compute this output")
+    enabled: bool = setting(True, "Compute and publish this output.")
     diffusion_steps: int = setting(
-        1, "DDIM steps; 1 = the decoder's direct x0 prediction (fastest)", minimum=1, maximum=1000
+        1,
+        "Number of DDIM steps of the diffusion decoder; 1 uses its direct x0 prediction (fastest).",
+        minimum=1,
+        maximum=1000,
+        runtime=True,
     )
-    seed: int = setting(0, "seed of the diffusion noise (results repeat exactly)", minimum=0)
+    seed: int = setting(
+        0, "Seed of the diffusion noise, so that results repeat exactly.", minimum=0, runtime=True
+    )
 
 
 @dataclass(frozen=True)
 class SegmentationTaskConfig:
-    enabled: bool = setting(True, "publish/compute semantic segmentation (COCO panoptic, 133 classes)")
+    enabled: bool = setting(True, "Compute and publish semantic segmentation (COCO panoptic, 133 classes).")
 
 
 @dataclass(frozen=True)
 class SequenceTaskConfig:
     """Caption or human poses: autoregressive decoding, run every ``every_n_frames`` frames."""
 
-    enabled: bool = setting(True, "publish/compute this output")
+    enabled: bool = setting(True, "Compute and publish this output.")
     every_n_frames: int = setting(
-        1, "decode on every n-th frame only (autoregression is the slow part)", minimum=1
+        1,
+        "Generate on every n-th frame only, since autoregression is the slow part.",
+        minimum=1,
+        runtime=True,
     )
-    max_tokens: int = setting(64, "longest generated sequence in tokens", minimum=1, maximum=512)
-    temperature: float = setting(0.0, "sampling temperature; 0 = greedy (deterministic)", minimum=0.0)
-    top_k: int = setting(0, "sample from the k most likely tokens; 0 = off", minimum=0)
-    top_p: float = setting(1.0, "nucleus sampling mass; 1 = off", minimum=1e-6, maximum=1.0)
+    max_tokens: int = setting(
+        64,
+        "Longest generated sequence in tokens. The ONNX Runtime and TensorRT graphs are exported with a "
+        "KV cache of this length, so on those backends it changes only with a restart.",
+        minimum=1,
+        maximum=512,
+        runtime=True,
+    )
+    temperature: float = setting(
+        0.0, "Sampling temperature; 0 decodes greedily (deterministic).", minimum=0.0, runtime=True
+    )
+    top_k: int = setting(
+        0, "Sample from the k most likely tokens only; 0 turns it off.", minimum=0, runtime=True
+    )
+    top_p: float = setting(
+        1.0, "Nucleus sampling probability mass; 1 turns it off.", minimum=1e-6, maximum=1.0, runtime=True
+    )
 
 
 @dataclass(frozen=True)
@@ -96,16 +121,23 @@ class DenseDecodingConfig:
     """Decoding of the image-like targets (depth, normals and segmentation tokens)."""
 
     steps: int = setting(
-        1, "1 = all tokens in one batched decoder pass; more = ROAR/MaskGIT steps", minimum=1, maximum=196
+        1,
+        "Decoding steps; 1 decodes all tokens in one batched pass, more use ROAR or MaskGIT steps.",
+        minimum=1,
+        maximum=196,
     )
-    scheme: str = setting("roar", "token schedule when steps > 1", choices=("roar", "maskgit"))
-    temperature: float = setting(0.0, "sampling temperature; 0 = argmax", minimum=0.0)
-    top_k: int = setting(0, "sample from the k most likely tokens; 0 = off", minimum=0)
-    top_p: float = setting(1.0, "nucleus sampling mass; 1 = off", minimum=1e-6, maximum=1.0)
+    scheme: str = setting("roar", "Token schedule when steps > 1.", choices=("roar", "maskgit"))
+    temperature: float = setting(0.0, "Sampling temperature; 0 takes the argmax.", minimum=0.0)
+    top_k: int = setting(0, "Sample from the k most likely tokens only; 0 turns it off.", minimum=0)
+    top_p: float = setting(
+        1.0, "Nucleus sampling probability mass; 1 turns it off.", minimum=1e-6, maximum=1.0
+    )
     cfg_scale: float = setting(
-        1.0, "classifier-free guidance; 1 = off (2.0 as in ml-4m's demo doubles the cost)", minimum=0.0
+        1.0,
+        "Classifier-free guidance scale; 1 turns it off (2.0, as in ml-4m's demo, doubles the cost).",
+        minimum=0.0,
     )
-    seed: int = setting(0, "seed for sampled dense decoding", minimum=0)
+    seed: int = setting(0, "Seed of sampled dense decoding.", minimum=0)
 
 
 STAGE_PRECISIONS = ("auto", "float32", "bfloat16", "float16")
@@ -120,33 +152,53 @@ class PrecisionConfig:
     BF16 or AMX, a CUDA GPU with bf16), else float32; errors and speed-ups are in the README (Performance).
     A stage set to a non-float32 dtype runs on torch, whatever ``backend`` runs the rest."""
 
-    depth: str = setting("auto", "depth DiVAE decoder dtype", choices=STAGE_PRECISIONS)
-    normals: str = setting("auto", "surface-normal DiVAE decoder dtype", choices=STAGE_PRECISIONS)
-    segmentation: str = setting("auto", "segmentation decoder dtype", choices=STAGE_PRECISIONS)
+    depth: str = setting("auto", "Compute dtype of the depth DiVAE decoder.", choices=STAGE_PRECISIONS)
+    normals: str = setting(
+        "auto", "Compute dtype of the surface-normal DiVAE decoder.", choices=STAGE_PRECISIONS
+    )
+    segmentation: str = setting(
+        "auto", "Compute dtype of the segmentation decoder.", choices=STAGE_PRECISIONS
+    )
 
 
 @dataclass(frozen=True)
 class TokenizersConfig:
     """Where each tokenizer decoder's checkpoint comes from (hub repo id or local directory)."""
 
-    depth: str = setting("EPFL-VILAB/4M_tokenizers_depth_8k_224-448", "depth DiVAE tokenizer")
-    normals: str = setting("EPFL-VILAB/4M_tokenizers_normal_8k_224-448", "surface-normal DiVAE tokenizer")
-    segmentation: str = setting("EPFL-VILAB/4M_tokenizers_semseg_4k_224-448", "semantic-segmentation VQ-VAE")
-    human_pose: str = setting("EPFL-VILAB/4M_tokenizers_human-poses_1k_8", "human-pose (SMPL) tokenizer")
+    depth: str = setting(
+        "EPFL-VILAB/4M_tokenizers_depth_8k_224-448", "The depth DiVAE tokenizer (hub repo id or directory)."
+    )
+    normals: str = setting(
+        "EPFL-VILAB/4M_tokenizers_normal_8k_224-448",
+        "The surface-normal DiVAE tokenizer (hub repo id or directory).",
+    )
+    segmentation: str = setting(
+        "EPFL-VILAB/4M_tokenizers_semseg_4k_224-448",
+        "The semantic-segmentation VQ-VAE (hub repo id or directory).",
+    )
+    human_pose: str = setting(
+        "EPFL-VILAB/4M_tokenizers_human-poses_1k_8",
+        "The human-pose (SMPL) tokenizer (hub repo id or directory).",
+    )
 
 
 @dataclass(frozen=True)
 class EnginesConfig:
     """TensorRT engine building and caching (see engines/README.md)."""
 
-    cache_dir: str = setting("~/.cache/fourm_ros/engines", "persistent engine cache (never /tmp)")
-    precision: str = setting("fp16", "TensorRT build precision", choices=("fp16", "fp32"))
-    workspace_mb: int = setting(2048, "TensorRT builder workspace limit in MiB", minimum=64)
+    cache_dir: str = setting(
+        "~/.cache/fourm_ros/engines", "Persistent cache of ONNX exports and engines (never under /tmp)."
+    )
+    precision: str = setting("fp16", "Precision the TensorRT engines are built in.", choices=("fp16", "fp32"))
+    workspace_mb: int = setting(2048, "Workspace limit of the TensorRT builder in MiB.", minimum=64)
     max_batch: int = setting(
-        1, "most frames per call the TensorRT engines accept (the number of cameras)", minimum=1, maximum=16
+        1,
+        "Most frames per call the TensorRT engines accept; set it to the number of cameras.",
+        minimum=1,
+        maximum=16,
     )
     allow_unverified_fp16: bool = setting(
-        False, "use an fp16 engine even if it failed the fp16-vs-fp32 check"
+        False, "Use an fp16 engine even if it failed the fp16-vs-fp32 check."
     )
 
 
@@ -155,29 +207,32 @@ class PipelineConfig:
     """Everything the pipeline needs to run; see config/perception.yaml for the documented defaults."""
 
     model: str = setting(
-        DEFAULT_MODEL, "4M-21 checkpoint: hub repo id (EPFL-VILAB/4M-21_B|_L|_XL) or local directory"
+        DEFAULT_MODEL, "The 4M-21 checkpoint: a hub repo id (EPFL-VILAB/4M-21_B|_L|_XL) or a local directory."
     )
     tokenizers: TokenizersConfig = field(default_factory=TokenizersConfig)
-    cache_dir: str | None = setting(None, "Hugging Face cache directory; empty = the hub's default")
-    offline: bool = setting(False, "never contact the hub; use cached or local checkpoints only")
+    cache_dir: str | None = setting(None, "Hugging Face cache directory; empty uses the hub's default.")
+    offline: bool = setting(False, "Never contact the hub; use cached or local checkpoints only.")
     random_weights: bool = setting(
-        False, "run WITHOUT real weights (outputs meaningless; flagged everywhere)"
+        False, "Run WITHOUT trained weights: the outputs are meaningless and flagged as such."
     )
     backend: str = setting(
         "auto",
-        "inference backend; auto picks the best available",
+        "Inference backend; auto picks the best one available and says why in the log and /diagnostics.",
         choices=("auto", "torch", "onnxruntime", "tensorrt"),
     )
-    device: str = setting("cpu", "cpu, cuda or cuda:N")
-    dtype: str = setting("float32", "torch compute dtype", choices=("float32", "bfloat16", "float16"))
-    threads: int = setting(0, "CPU threads for torch / ONNX Runtime; 0 = library default", minimum=0)
+    device: str = setting("cpu", "Compute device: cpu, cuda or cuda:N.")
+    dtype: str = setting("float32", "Compute dtype of torch.", choices=("float32", "bfloat16", "float16"))
+    threads: int = setting(
+        0, "CPU threads of torch and ONNX Runtime; 0 keeps the library default.", minimum=0
+    )
     smpl_model: str | None = setting(
-        None, "your licensed SMPL model as .npz for body-shaped 3D joints; empty = a generic adult skeleton"
+        None,
+        "Your licensed SMPL model (.npz) for body-shaped 3D joints; empty uses a generic adult skeleton.",
     )
     inputs: tuple[str, ...] = setting(
         ("rgb",),
-        "what 4M-21 is conditioned on: [rgb], or [rgb, depth] to add a registered depth sensor's 196 "
-        "tok_depth@224 tokens (encoder half of tokenizers.depth); frames without depth run on rgb alone",
+        "What 4M-21 is conditioned on: [rgb], or [rgb, depth] to add a registered depth sensor's 196 "
+        "tok_depth@224 tokens (encoder half of tokenizers.depth); frames without depth run on rgb alone.",
         choices=(("rgb",), ("rgb", "depth")),
     )
     precision: PrecisionConfig = field(default_factory=PrecisionConfig)
@@ -259,6 +314,8 @@ class SettingInfo:
     choices: tuple | None
     minimum: float | None
     maximum: float | None
+    runtime: bool
+    """True: a running node may change it (``ros2 param set``); False: read at start-up only."""
 
 
 def leaf_settings(schema: type, prefix: str = "", defaults: Any = None) -> Iterator[SettingInfo]:
@@ -274,7 +331,32 @@ def leaf_settings(schema: type, prefix: str = "", defaults: Any = None) -> Itera
             continue
         meta = item.metadata
         kind = str if hint == str | None else hint
-        yield SettingInfo(path, kind, default, meta["doc"], meta["choices"], meta["minimum"], meta["maximum"])
+        yield SettingInfo(
+            path,
+            kind,
+            default,
+            meta["doc"],
+            meta["choices"],
+            meta["minimum"],
+            meta["maximum"],
+            meta["runtime"],
+        )
+
+
+def runtime_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted paths of the settings that differ between two instances of one schema; a ConfigError if
+    one of them may change only at start-up (``runtime=False``), naming it."""
+    changed = [
+        info
+        for info, after in zip(
+            leaf_settings(type(old), prefix, old), leaf_settings(type(new), prefix, new), strict=True
+        )
+        if info.default != after.default
+    ]
+    fixed = [info.path for info in changed if not info.runtime]
+    if fixed:
+        raise ConfigError(f"{', '.join(fixed)}: read-only while the node runs; restart the node to change it")
+    return [info.path for info in changed]
 
 
 def build(schema: type, values: Any, path: str = "") -> Any:

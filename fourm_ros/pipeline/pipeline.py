@@ -27,7 +27,7 @@ from fourm_ros.backends.select import choose_backend, create_backend
 from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.model import generation
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
-from fourm_ros.pipeline.config import PipelineConfig
+from fourm_ros.pipeline.config import ConfigError, PipelineConfig, runtime_changes
 from fourm_ros.pipeline.metric_depth import sensor_depth_to_grid
 from fourm_ros.pipeline.preprocess import CropMap, preprocess
 from fourm_ros.pipeline.results import PersonResult, Results
@@ -114,7 +114,10 @@ class Pipeline:
             for task in self._diffusion_tasks
         }
         self._channels = {task: decoders[task].config.n_channels for task in self._diffusion_tasks}
-        self.backend = backend or TorchBackend(job_graphs(config, components), config.device)
+        if backend is None:
+            backend = TorchBackend(job_graphs(config, components), config.device)
+            backend.selection_reason = "torch: the pipeline was built from given components (no selection)"
+        self.backend = backend
         # Only the torch backend computes with the torch modules; other backends keep their own copies,
         # so the pipeline holds on to the modules (gigabytes) only when it runs on torch.
         self._model: FourM | None = components.model if self.backend.name == "torch" else None
@@ -145,10 +148,14 @@ class Pipeline:
             )
 
     @classmethod
-    def from_config(cls, config: PipelineConfig) -> Pipeline:
-        """Load the weights the configuration names and build the pipeline on the configured backend."""
+    def from_config(
+        cls, config: PipelineConfig, on_stage: Callable[[str], None] = lambda stage: None
+    ) -> Pipeline:
+        """Load the weights the configuration names and build the pipeline on the configured backend.
+        ``on_stage`` hears each start-up stage as it begins (it can take minutes: a node reports it)."""
         if config.threads:
             torch.set_num_threads(config.threads)
+        on_stage("loading weights")
         config = resolve_precision(config, choose_backend(config)[0])
         components = load_components(config)
         backend = create_backend(
@@ -156,9 +163,26 @@ class Pipeline:
             job_graphs(config, components),
             model_id=components.model_name,
             max_batch=config.engines.max_batch,
+            on_stage=on_stage,
             release_exported=True,  # an exported backend never computes with the torch copies again
         )
         return cls(config, components, backend)
+
+    def reconfigure(self, config: PipelineConfig) -> list[str]:
+        """Switch to ``config`` between calls; returns the changed setting paths. Only settings marked
+        ``runtime`` may differ, and a sequence's ``max_tokens`` only on torch (the exported step graphs
+        have a KV cache of fixed length); anything else is a ConfigError and nothing changes."""
+        changed = runtime_changes(self.config, config)
+        fixed_cache = [
+            path for path in changed if path.endswith(".max_tokens") and self.backend.name != "torch"
+        ]
+        if fixed_cache:
+            raise ConfigError(
+                f"{', '.join(fixed_cache)}: the {self.backend.name} backend runs step graphs exported with a "
+                "KV cache of that length; restart the node to change it"
+            )
+        self.config = config
+        return changed
 
     @property
     def _sampled_dense(self) -> bool:

@@ -2,10 +2,11 @@
 
 :class:`PipelineStats` is plain Python: the worker thread records what happens to each frame, a timer
 reads it, and one lock keeps both consistent. Only :meth:`PipelineStats.to_diagnostic_array` touches
-diagnostic_msgs. Levels: ERROR when the pipeline's last attempt failed; WARN when the outputs cannot be
-trusted or the input is unhealthy (random weights, no or stale input, zero or future stamps, recent bad
-messages); OK otherwise. Dropped frames alone are not a warning: with a depth-1 input the newest frame
-replaces one the worker had no time for, by design.
+diagnostic_msgs. Levels: ERROR when the start failed or the pipeline's last attempt failed; WARN while the
+node is starting (``starting: <stage>``), when the outputs cannot be trusted or the input is unhealthy
+(random weights, no or stale input, zero or future stamps, recent bad messages); OK otherwise. Dropped
+frames alone are not a warning: with a depth-1 input the newest frame replaces one the worker had no time
+for, by design.
 
 Each lane (fourm_ros.ros.lanes) gets its own status ``<node>: <lane> lane``: rate, latency, drops, faults by
 reason and the age of its newest result; ERROR when its watchdog fires (a pending frame waited far longer
@@ -41,6 +42,12 @@ class Rolling:
     last: float
 
 
+def _state(snap: StatsSnapshot) -> str:
+    if snap.start_failure:
+        return "start failed"
+    return "running" if snap.stage is None else f"starting: {snap.stage}"
+
+
 def _rolling(values: deque) -> Rolling | None:
     if not values:
         return None
@@ -55,9 +62,13 @@ class StatsSnapshot:
     backend_reason: str
     model: str
     random_weights: bool
+    stage: str | None
+    seconds_in_stage: float
+    start_failure: str
     received: int
     processed: int
     dropped: int
+    dropped_starting: int
     failed: Mapping[str, int]
     bad: Mapping[str, int]
     last_bad_reason: str
@@ -113,7 +124,10 @@ class PipelineStats:
         self._lock = threading.Lock()
         self._backend = self._backend_reason = self._model = ""
         self._random_weights = False
-        self._received = self._processed = self._dropped = self._zero_stamps = 0
+        self._received = self._processed = self._dropped = self._dropped_starting = self._zero_stamps = 0
+        self._stage: str | None = None
+        self._stage_since = self.clock()
+        self._start_failure = ""
         self._bad: Counter[str] = Counter()
         self._failed: Counter[str] = Counter()
         self._last_bad_reason = ""
@@ -130,6 +144,16 @@ class PipelineStats:
         with self._lock:
             self._backend, self._model, self._random_weights = backend, model, bool(random_weights)
             self._backend_reason = backend_reason
+
+    def set_stage(self, stage: str | None) -> None:
+        """The start-up stage that began now ("loading weights", ...); None once the node serves frames."""
+        with self._lock:
+            self._stage, self._stage_since = stage, self.clock()
+
+    def start_failed(self, reason: str) -> None:
+        """The start failed (the node is about to exit); the status is ERROR with ``reason``."""
+        with self._lock:
+            self._start_failure = reason
 
     def input_received(self, stamp_s: float, now_s: float) -> None:
         """A message arrived with header stamp ``stamp_s``; ``now_s`` is the node clock (sim time aware)."""
@@ -152,6 +176,11 @@ class PipelineStats:
         """A valid frame was replaced by a newer one before the worker got to it."""
         with self._lock:
             self._dropped += 1
+
+    def frame_dropped_while_starting(self) -> None:
+        """A valid frame arrived before the pipeline was ready to take it."""
+        with self._lock:
+            self._dropped_starting += 1
 
     def frame_processed(self, stage_seconds: Mapping[str, float]) -> None:
         """A frame went through the pipeline; ``stage_seconds`` maps stage name → wall time in seconds."""
@@ -189,9 +218,13 @@ class PipelineStats:
                 backend_reason=self._backend_reason,
                 model=self._model,
                 random_weights=self._random_weights,
+                stage=self._stage,
+                seconds_in_stage=now - self._stage_since,
+                start_failure=self._start_failure,
                 received=self._received,
                 processed=self._processed,
                 dropped=self._dropped,
+                dropped_starting=self._dropped_starting,
                 failed=dict(self._failed),
                 bad=dict(self._bad),
                 last_bad_reason=self._last_bad_reason,
@@ -210,6 +243,10 @@ class PipelineStats:
         """(level, message) for ``snapshot`` (a fresh one by default); see the module doc for the rules."""
         snap = snapshot or self.snapshot()
         problems: list[tuple[int, str]] = []
+        if snap.start_failure:
+            problems.append((ERROR, f"start failed: {snap.start_failure}"))
+        elif snap.stage is not None:
+            problems.append((WARN, f"starting: {snap.stage} ({snap.seconds_in_stage:.0f} s)"))
         if snap.failing:
             problems.append((ERROR, f"pipeline failing: {snap.last_error}"))
         if snap.random_weights:
@@ -243,6 +280,7 @@ class PipelineStats:
         snap = self.snapshot()
         level, message = self.status(snap)
         values = [
+            ("state", _state(snap)),
             ("backend", snap.backend),
             ("backend selection", snap.backend_reason),
             ("model", snap.model),
@@ -250,6 +288,7 @@ class PipelineStats:
             ("frames received", snap.received),
             ("frames processed", snap.processed),
             ("frames dropped (busy)", snap.dropped),
+            ("frames dropped (starting)", snap.dropped_starting),
             ("frames failed", snap.failed_total),
             *((f"frames failed: {reason}", count) for reason, count in sorted(snap.failed.items())),
             ("bad messages", snap.bad_total),

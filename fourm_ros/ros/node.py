@@ -1,18 +1,22 @@
 """perception_node: camera topics in, 4M-21 depth, normals, segmentation, human poses and captions out.
 
-A thin adapter over :class:`fourm_ros.pipeline.Pipeline` and three lanes (fourm_ros.ros.lanes).
-Subscription callbacks only park the newest message per camera with the CameraInfo of its stamp; the intake
-lane converts and validates it and hands it to the dense lane (depth, normals, segmentation) and, when
-``every_n_frames`` says it is due, to the sequence lane (caption, human poses). Each lane keeps the newest
-frame per camera (a replaced one is counted as dropped), batches the cameras, and publishes with the header
-of the frame it computed, so the dense outputs never wait for a sequence. Every input frame gets exactly one
-``frame_outcome``. Bad input and faults anywhere on a frame's path are logged (throttled), counted in
-/diagnostics under their reason, and the lanes go on with the next frame.
+A thin adapter over :class:`fourm_ros.pipeline.Pipeline` and three lanes (fourm_ros.ros.lanes). The
+pipeline is built on a background thread (fourm_ros.ros.startup: weights, ONNX export and engine builds take
+minutes), so topics, /diagnostics (``starting: <stage>``) and parameters are served from the first second;
+frames that arrive before it is ready are counted as dropped and get the outcome ``dropped: starting``.
+Once it is ready, subscription callbacks only park the newest message per camera with the CameraInfo of its
+stamp; the intake lane converts and validates it and hands it to the dense lane (depth, normals,
+segmentation) and, when ``every_n_frames`` says it is due, to the sequence lane (caption, human poses). Each
+lane keeps the newest frame per camera (a replaced one is counted as dropped), batches the cameras, and
+publishes with the header of the frame it computed, so the dense outputs never wait for a sequence. Every
+input frame gets exactly one ``frame_outcome``. Bad input and faults anywhere on a frame's path are logged
+(throttled), counted in /diagnostics under their reason, and the lanes go on with the next frame. Nothing is
+published once a shutdown has begun. Settings marked ``runtime`` in the schema can be changed with
+``ros2 param set`` while it runs (see :meth:`PerceptionNode._on_set_parameters`).
 """
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 from collections import deque
@@ -21,12 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseArray
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.context import Context
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
@@ -36,13 +39,10 @@ from std_msgs.msg import Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from fourm_ros import viz
-from fourm_ros.backends.base import BackendError
-from fourm_ros.checkpoint import CheckpointError
 from fourm_ros.pipeline.config import ConfigError, PipelineConfig
 from fourm_ros.pipeline.metric_depth import FitSettings
 from fourm_ros.pipeline.pipeline import Pipeline
 from fourm_ros.pipeline.results import Results
-from fourm_ros.pipeline.weights import RANDOM_WEIGHTS_WARNING
 from fourm_ros.ros import topics
 from fourm_ros.ros.camera_info import camera_info_for_grid, camera_info_matches
 from fourm_ros.ros.conversion import (
@@ -61,8 +61,9 @@ from fourm_ros.ros.inputs import AdaptiveSubscription, inputs_status
 from fourm_ros.ros.labels import labels_message
 from fourm_ros.ros.lanes import ApproximateTimeSync, DutyCycle, Lane, LaneStats, Stamped, Turns, fault_reason
 from fourm_ros.ros.markers import caption_marker, root_poses, skeleton_markers
-from fourm_ros.ros.params import declare_and_read
+from fourm_ros.ros.params import declare_and_read, read_changed
 from fourm_ros.ros.qos import describe_qos, make_qos
+from fourm_ros.ros.startup import BackgroundStart, LogBridge, StartupError, failure_reason
 from fourm_ros.tokenizers.semseg import semseg_palette
 from fourm_ros.tokenizers.skeleton import PARENTS
 
@@ -77,6 +78,10 @@ MESSAGE_TYPES = {
     "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray,
 }
 LOG_THROTTLE_S = 5.0
+WORKER_JOIN_S = 0.5
+"""How long a shutdown waits for the lanes: long enough to finish publishing, far shorter than a frame
+(a frame's inference cannot be interrupted; the process exits without waiting for it)."""
+COLOR_OUTPUTS = ("normals/color", "segmentation/color")
 CAMERA_INFOS_KEPT = 16
 """Recent CameraInfo messages per camera, to pair an image with the one of its own stamp."""
 
@@ -85,6 +90,9 @@ CAMERA_INFOS_KEPT = 16
 class _Camera:
     name: str
     publishers: dict[str, Publisher]
+    image_topic: str = ""
+    """The resolved (namespaced, remapped) names of the camera's inputs, for log lines."""
+    info_topic: str = ""
     frames_seen: int = 0
     """Good frames so far (every_n_frames counts them); only the intake lane touches it."""
     infos: deque[CameraInfo] = field(default_factory=lambda: deque(maxlen=CAMERA_INFOS_KEPT))
@@ -126,8 +134,9 @@ class _Frame:
 
 
 class PerceptionNode(Node):
-    """The ROS 2 node around one :class:`Pipeline`; ``pipeline_factory`` builds it from the parameters
-    (default: :meth:`Pipeline.from_config`, which loads the configured weights)."""
+    """The ROS 2 node around one :class:`Pipeline`; ``pipeline_factory`` builds it from the parameters on
+    the start-up thread (default: :meth:`Pipeline.from_config`, which loads the configured weights and
+    reports its stages)."""
 
     def __init__(
         self,
@@ -136,29 +145,32 @@ class PerceptionNode(Node):
         node_name: str = "perception_node",
         **node_options,
     ):
+        # What destroy_node needs exists before anything can fail, so a failed start ends cleanly.
+        self._publish_lock = threading.Lock()
+        self._stopping = False
+        self._lanes: dict[str, Lane] = {}
+        self._log_bridge: LogBridge | None = None
+        self._start: BackgroundStart[Pipeline] | None = None
+        self.pipeline: Pipeline | None = None
+        self.ready = threading.Event()
+        self.start_failure: str | None = None
+        """Why the start failed (logged once); None while starting or once ready."""
         super().__init__(node_name, **node_options)
         self.pipeline_config, self.settings = declare_and_read(self)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
         log = self.get_logger()
-        self.pipeline = (pipeline_factory or Pipeline.from_config)(self.pipeline_config)
         self.stats = PipelineStats()
-        self.stats.set_engine(
-            self.pipeline.backend.describe(), self.pipeline.model_name, self.pipeline.random_weights
-        )
-        log.info(f"pipeline ready: {self.pipeline.describe()}")
-        if self.pipeline.random_weights:
-            log.warning(RANDOM_WEIGHTS_WARNING)
+        self.stats.set_stage("waiting for the start-up thread")
         self._palette = semseg_palette()
         input_qos = self.settings.qos.input.profile("input")
         output_qos = self.settings.qos.output.profile("output")
-        outputs = topics.outputs_for(self.pipeline.tasks)
-        if not self.settings.publish_color:
-            outputs = tuple(out for out in outputs if not out.topic.endswith("/color"))
+        # Colour pictures get publishers even when off, so that publish_color can be switched at run time.
+        outputs = topics.outputs_for(self.pipeline_config.tasks.enabled)
         input_type, input_name = (
             (CompressedImage, topics.COMPRESSED_IMAGE)
             if self.settings.input == "compressed"
             else (Image, topics.IMAGE)
         )
-        self._start_lanes()
         self._cameras: dict[str, _Camera] = {}
         self._inputs: list[AdaptiveSubscription] = []
         metric = self.settings.depth_topic or self.settings.depth_scale > 0
@@ -195,31 +207,92 @@ class PerceptionNode(Node):
                     output_qos=output_qos,
                 )
             self._cameras[name] = camera
-            self._inputs.append(
-                AdaptiveSubscription(
-                    self,
-                    input_type,
-                    topics.camera_topic(name, input_name),
-                    lambda msg, c=camera: self._on_image(c, msg),
-                    input_qos,
-                    auto_reliability=self.settings.qos.input.auto_reliability(),
-                )
+            image_input = AdaptiveSubscription(
+                self,
+                input_type,
+                topics.camera_topic(name, input_name),
+                lambda msg, c=camera: self._on_image(c, msg),
+                input_qos,
+                auto_reliability=self.settings.qos.input.auto_reliability(),
             )
-            self.create_subscription(
+            self._inputs.append(image_input)
+            camera.image_topic = image_input.topic
+            camera.info_topic = self.create_subscription(
                 CameraInfo,
                 topics.camera_topic(name, topics.CAMERA_INFO),
                 lambda msg, c=camera: self._on_info(c, msg),
                 input_qos,
-            )
+            ).topic_name
             if "segmentation/labels" in publishers:
                 publishers["segmentation/labels"].publish(labels_message())
-        cameras = [name or "(no prefix)" for name in self._cameras]
-        inputs = ", ".join(f"{sub.topic} [{sub.qos_description()}]" for sub in self._inputs)
-        log.info(f"cameras {cameras}, inputs {inputs}")
-        names = [*(out.topic for out in outputs), topics.FRAME_OUTCOME]
-        log.info(f"outputs [{describe_qos(output_qos)}]: {', '.join(names)}")
+            log.info(
+                f"input {camera.image_topic} [{image_input.qos_description()}] and "
+                f"{camera.info_topic} [{describe_qos(input_qos)}]"
+            )
+            published = [pub.topic_name for topic, pub in publishers.items() if self._publishes(topic)]
+            log.info(f"outputs [{describe_qos(output_qos)}]: {', '.join(published)}")
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_timer(self.settings.diagnostics_period_s, self._publish_diagnostics)
+        # Installed last: a node whose construction fails must not leave its handler on the loggers.
+        self._log_bridge = LogBridge(self.get_logger())
+        self._start = BackgroundStart(
+            lambda on_stage: self._build_pipeline(pipeline_factory, on_stage),
+            on_stage=self._on_stage,
+            on_ready=self._on_ready,
+            on_failure=self._on_start_failure,
+        )
+        self._start.start()
+
+    # ------------------------------------------------------------------ start-up (its own thread)
+
+    def _build_pipeline(
+        self, factory: Callable[[PipelineConfig], Pipeline] | None, on_stage: Callable[[str], None]
+    ) -> Pipeline:
+        if factory is None:
+            return Pipeline.from_config(self.pipeline_config, on_stage)
+        on_stage("building the pipeline")
+        return factory(self.pipeline_config)
+
+    def _on_stage(self, stage: str) -> None:
+        self.stats.set_stage(stage)
+        self.get_logger().info(f"starting: {stage}")
+
+    def _on_ready(self, pipeline: Pipeline) -> None:
+        backend = pipeline.backend
+        self.stats.set_engine(
+            backend.describe(), pipeline.model_name, pipeline.random_weights, backend.selection_reason
+        )
+        with self._publish_lock:  # destroy_node either sees the lanes to stop, or they never start
+            if self._stopping:
+                return
+            self.pipeline = pipeline
+            try:
+                self._start_lanes()
+            except Exception as error:  # reported like any failed start, not lost with the start-up thread
+                failure = failure_reason(error)
+            else:
+                failure = None
+        if failure is not None:
+            self._on_start_failure(failure)
+            return
+        self.stats.set_stage(None)
+        self.ready.set()
+        self.get_logger().info(f"pipeline ready: {pipeline.describe()}")
+
+    def _on_start_failure(self, reason: str) -> None:
+        self.start_failure = reason
+        self.stats.start_failed(reason.splitlines()[0])
+        self.get_logger().error(f"cannot start: {reason}")
+        with self._publish_lock:
+            if not self._stopping:
+                self._publish_diagnostics()  # the ERROR reaches /diagnostics before the process exits
+
+    def wait_until_started(self, timeout_s: float | None = None) -> None:
+        """Block until the pipeline is ready; StartupError if the start failed or ``timeout_s`` passed."""
+        if self._start is not None and not self._start.finished.wait(timeout_s):
+            raise StartupError(f"perception_node is still starting after {timeout_s} s")
+        if self.start_failure is not None:
+            raise StartupError(f"perception_node cannot start: {self.start_failure}")
 
     def _start_lanes(self) -> None:
         """The intake lane converts and validates; the dense and sequence lanes run the pipeline."""
@@ -251,34 +324,63 @@ class PerceptionNode(Node):
                 on_fault=lambda items, reason, error: self._faulted(name, items, reason, error),
                 stats=stats(name),
                 **options,
-            ).start()
+            )
 
         # torch.set_num_threads acts on the calling thread and on threads that first use torch later, so each
         # lane sets an explicit count, read here before any lane changed it.
         default_threads = self.pipeline_config.threads or torch.get_num_threads()
-        self._intake = lane("intake", self._convert)
-        self._lanes = {"intake": self._intake}
+        lanes = {"intake": lane("intake", self._convert)}
         if self.pipeline.dense_tasks:
-            self._lanes["dense"] = lane(
+            lanes["dense"] = lane(
                 "dense",
                 self._run_dense,
                 max_batch=max_batch,
                 setup=_torch_threads(settings.dense_threads or default_threads),
             )
         if self.pipeline.sequence_tasks:
-            self._lanes["sequence"] = lane(
+            lanes["sequence"] = lane(
                 "sequence",
                 self._run_sequences,
                 max_batch=max_batch,
                 group_by=lambda frame: frame.sequence_tasks,
                 setup=_torch_threads(settings.sequence_threads or default_threads),
             )
+        # Started only once all exist, and published whole: /diagnostics reads the dict on another thread.
+        self._intake = lanes["intake"]
+        self._lanes = lanes
+        for started in lanes.values():
+            started.start()
 
     # ------------------------------------------------------------------ callbacks (executor thread)
+
+    def _publishes(self, topic: str) -> bool:
+        return self.settings.publish_color or topic not in COLOR_OUTPUTS
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Accept a change of run-time settings (validated by the same schema); refuse anything else, and
+        pipeline settings while the pipeline is still being built."""
+        try:
+            pipeline_config, settings = read_changed(self, parameters, self.settings)
+            if pipeline_config != self.pipeline_config:
+                if self.pipeline is None:
+                    raise ConfigError(
+                        "the node is still starting; change pipeline settings once /diagnostics says running"
+                    )
+                self.pipeline.reconfigure(pipeline_config)
+        except ConfigError as error:
+            return SetParametersResult(successful=False, reason=str(error))
+        self.pipeline_config, self.settings = pipeline_config, settings
+        changes = ", ".join(f"{p.name}={p.value}" for p in parameters)
+        self.get_logger().info(f"parameters changed: {changes}")
+        return SetParametersResult(successful=True)
 
     def _on_image(self, camera: _Camera, msg: Image | CompressedImage) -> None:
         now = self.get_clock().now().nanoseconds * 1e-9
         self.stats.input_received(Time.from_msg(msg.header.stamp).nanoseconds * 1e-9, now)
+        if not self.ready.is_set():
+            self.stats.frame_dropped_while_starting()
+            self._publish_outcome(_Received(camera, msg, time.monotonic(), None), "dropped: starting")
+            return
         received = _Received(camera, msg, time.monotonic(), camera.info_for(msg.header.stamp))
         self._intake.submit(camera.name, [received])
 
@@ -324,11 +426,7 @@ class PerceptionNode(Node):
             else:
                 rgb = image_to_rgb(item.msg, mono16_range=self.settings.mono16_range)
         except BadImageError as error:
-            topic = topics.camera_topic(
-                camera.name,
-                topics.COMPRESSED_IMAGE if isinstance(item.msg, CompressedImage) else topics.IMAGE,
-            )
-            self._bad(item, error.reason, f"{topic}: dropped a bad image: {error}")
+            self._bad(item, error.reason, f"{camera.image_topic}: dropped a bad image: {error}")
             return None
         except Exception as error:
             self._fault_inside("intake", [item], "conversion", error)
@@ -351,8 +449,7 @@ class PerceptionNode(Node):
             self._bad(
                 item,
                 problem,
-                f"{topics.camera_topic(camera.name, topics.CAMERA_INFO)}: {problem} ({detail}); "
-                "frame skipped. "
+                f"{camera.info_topic}: {problem} ({detail}); frame skipped. "
                 "Set ros.require_camera_info false to process frames without it.",
             )
             return None
@@ -419,18 +516,21 @@ class PerceptionNode(Node):
             self._fault_inside(lane, [frame], "message building", error)
             return
         failure: Exception | None = None
-        for topic, message in messages:
-            try:
-                frame.camera.publishers[topic].publish(message)
-            except Exception as error:  # the other topics still get their message
-                failure = failure or error
-        if primary and failure is None:  # metric depth, then every output is out: say so
-            try:
-                if frame.camera.depth is not None and "dense" in self._lanes:
-                    frame.camera.depth.publish(copy_header(frame.header), result, sensor, frame.info)
-                frame.camera.publishers[topics.PROCESSED].publish(copy_header(frame.header))
-            except Exception as error:
-                failure = error
+        with self._publish_lock:  # a shutdown that began during inference publishes nothing more
+            if self._stopping:
+                return
+            for topic, message in messages:
+                try:
+                    frame.camera.publishers[topic].publish(message)
+                except Exception as error:  # the other topics still get their message
+                    failure = failure or error
+            if primary and failure is None:  # metric depth, then every output is out: say so
+                try:
+                    if frame.camera.depth is not None and "dense" in self._lanes:
+                        frame.camera.depth.publish(copy_header(frame.header), result, sensor, frame.info)
+                    frame.camera.publishers[topics.PROCESSED].publish(copy_header(frame.header))
+                except Exception as error:
+                    failure = error
         if failure is not None:
             self._fault_inside(lane, [frame], "publishing", failure)
             return
@@ -449,12 +549,12 @@ class PerceptionNode(Node):
             messages.append(("depth/relative", depth_image(result.depth, header)))
         if result.normals is not None:
             messages.append(("normals", normals_image(result.normals, header)))
-            if "normals/color" in out:
+            if self._publishes("normals/color"):
                 colour = viz.optical_normals_to_rgb(result.normals)
                 messages.append(("normals/color", rgb_image(colour, header)))
         if result.labels is not None:
             messages.append(("segmentation", labels_image(result.labels, header)))
-            if "segmentation/color" in out:
+            if self._publishes("segmentation/color"):
                 overlay = viz.segmentation_overlay(result.grid_rgb, result.labels, self._palette)
                 messages.append(("segmentation/color", rgb_image(overlay, header)))
         if result.persons is not None:
@@ -513,15 +613,27 @@ class PerceptionNode(Node):
         if publisher is None:
             return
         try:
-            publisher.publish(frame_outcome(item.header, item.camera.name, problem))
+            with self._publish_lock:
+                if self._stopping:
+                    return
+                publisher.publish(frame_outcome(item.header, item.camera.name, problem))
         except Exception as error:
             self.get_logger().error(
                 f"could not publish {topics.FRAME_OUTCOME}: {error}", throttle_duration_sec=LOG_THROTTLE_S
             )
 
     def destroy_node(self) -> None:
-        for lane in getattr(self, "_lanes", {}).values():
-            lane.stop(timeout_s=30.0)
+        """Stop publishing and destroy the node without waiting for a frame in inference or a start-up
+        in progress: both can take minutes and cannot be interrupted (fourm_ros.ros.main says how the process
+        ends all the same)."""
+        with self._publish_lock:
+            self._stopping = True
+        deadline = time.monotonic() + WORKER_JOIN_S
+        for lane in self._lanes.values():
+            lane.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+        if self._log_bridge is not None:
+            self._log_bridge.remove()
+            self._log_bridge = None
         super().destroy_node()
 
 
@@ -557,22 +669,3 @@ def node_factory(settings: dict[str, Any], namespace: str = "") -> Callable[[Con
     return lambda context: PerceptionNode(
         context=context, namespace=namespace or None, parameter_overrides=parameters
     )
-
-
-def main(args: list[str] | None = None) -> int:
-    """``ros2 run fourm_ros perception_node``."""
-    rclpy.init(args=args)
-    try:
-        node = PerceptionNode()
-    except (ConfigError, CheckpointError, BackendError, ValueError, OSError) as error:
-        print(f"perception_node cannot start: {error}", file=sys.stderr)
-        rclpy.try_shutdown()
-        return 1
-    try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        node.destroy_node()
-        rclpy.try_shutdown()
-    return 0

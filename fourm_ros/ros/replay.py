@@ -292,6 +292,9 @@ def replay(
                 executor.add_node(nodes[-1])
             spinner = threading.Thread(target=_spin, args=(executor,), name="replay_executor", daemon=True)
             spinner.start()
+            wait_until_started = getattr(nodes[-1], "wait_until_started", None) if node_factory else None
+            if wait_until_started is not None:  # perception_node loads in the background; frames meanwhile
+                wait_until_started()  # would be dropped (other in-process nodes are ready at once)
             if not _wait(lambda: image_pub.get_subscription_count() > 0, connect_timeout_s):
                 raise ReplayError(
                     f"no node subscribes to {image_pub.topic_name}; start perception_node so that it reads "

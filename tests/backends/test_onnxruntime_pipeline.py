@@ -8,6 +8,7 @@ import pytest
 from fourm_ros.backends.fp16_check import Fp16Thresholds, compare_results
 from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from fourm_ros.backends.select import create_backend
+from fourm_ros.pipeline.config import ConfigError, PipelineConfig
 from fourm_ros.pipeline.pipeline import Pipeline
 from fourm_ros.sample import sample_frames
 
@@ -97,3 +98,21 @@ def test_dense_and_sequence_lanes_run_at_once(tiny, tiny_config, tiny_export, fr
     np.testing.assert_allclose(results["dense"].depth, expected.depth, atol=MAP_TOLERANCE, rtol=0)
     for name in ("caption", "human_poses"):
         np.testing.assert_array_equal(results["sequences"].tokens[name], expected.tokens[name], err_msg=name)
+
+
+def _with_caption(config, **changes):
+    settings = config.to_dict()
+    settings["tasks"]["caption"].update(changes)
+    return PipelineConfig.from_dict(settings)
+
+
+def test_sampling_settings_change_between_calls_but_not_the_exported_cache_length(
+    tiny, tiny_config, tiny_export, frames
+):
+    pipeline = Pipeline(tiny_config, tiny, OnnxRuntimeBackend(tiny_export, threads=1))
+    every_other = _with_caption(tiny_config, every_n_frames=2)
+    assert pipeline.reconfigure(every_other) == ["tasks.caption.every_n_frames"]
+    assert [r.caption is not None for r in pipeline(frames[:1]) + pipeline(frames[:1])] == [True, False]
+    with pytest.raises(ConfigError, match=r"tasks\.caption\.max_tokens: the onnxruntime backend"):
+        pipeline.reconfigure(_with_caption(tiny_config, max_tokens=80))
+    assert pipeline.config == every_other

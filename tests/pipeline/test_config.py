@@ -2,7 +2,7 @@
 
 import pytest
 
-from fourm_ros.pipeline.config import ConfigError, PipelineConfig
+from fourm_ros.pipeline.config import ConfigError, PipelineConfig, runtime_changes
 
 
 def test_defaults_are_valid_and_enable_every_task():
@@ -98,3 +98,20 @@ def test_replace_validates():
     with pytest.raises(ConfigError, match="backend"):
         PipelineConfig().replace(backend="nope")
     assert PipelineConfig().replace(offline=True).offline
+
+
+def test_runtime_changes_lists_what_changed_and_refuses_start_up_settings():
+    config = PipelineConfig()
+    sampled = PipelineConfig.from_dict(
+        {"tasks": {"caption": {"temperature": 0.5, "top_k": 40}, "depth": {"diffusion_steps": 4}}}
+    )
+    assert runtime_changes(config, config) == []
+    assert runtime_changes(config, sampled) == [
+        "tasks.depth.diffusion_steps",
+        "tasks.caption.temperature",
+        "tasks.caption.top_k",
+    ]
+    with pytest.raises(ConfigError, match=r"backend, tasks\.normals\.enabled: read-only while the node runs"):
+        runtime_changes(
+            config, PipelineConfig.from_dict({"backend": "torch", "tasks": {"normals": {"enabled": False}}})
+        )

@@ -1,5 +1,6 @@
 """perception_node with real rclpy and DDS on an isolated domain, around a tiny random-weight pipeline."""
 
+import re
 import threading
 import time
 
@@ -8,8 +9,11 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import Log
+from rcl_interfaces.srv import SetParameters
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
 from support import tiny_components
@@ -41,6 +45,7 @@ class Harness:
         self.node = PerceptionNode(
             lambda config: Pipeline(config, components), context=self.context, parameter_overrides=parameters
         )
+        self.node.wait_until_started(timeout_s=20.0)
         self.probe = rclpy.create_node("probe", context=self.context)
         self.received: dict[str, list] = {}
         self.lock = threading.Lock()
@@ -108,10 +113,10 @@ class Harness:
 
     def close(self):
         self.executor.shutdown()
+        self.thread.join(timeout=5)  # before the context goes: a spin still waiting would raise
         self.node.destroy_node()
         self.probe.destroy_node()
         rclpy.shutdown(context=self.context)
-        self.thread.join(timeout=5)
 
 
 @pytest.fixture
@@ -304,3 +309,173 @@ def test_input_reliability_follows_the_camera_and_is_reported(harness):
 
 def _value_of(status, key, default=None):
     return next((item.value for item in status.values if item.key == key), default)
+
+
+def _status(diagnostics):
+    return diagnostics.status[0]
+
+
+@pytest.fixture
+def spinning():
+    """``spinning(*nodes)``: spin them in a fresh context on a thread; all is shut down and joined after."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    executor = SingleThreadedExecutor(context=context)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    spun = []
+
+    def spin(*nodes):
+        for node in nodes:
+            executor.add_node(node)
+            spun.append(node)
+        if not thread.is_alive():
+            thread.start()
+
+    yield context, spin
+    executor.shutdown()
+    if thread.is_alive():
+        thread.join(timeout=5)  # before the context goes: a spin still waiting would raise
+    for node in spun:  # explicitly: a context's shutdown skips every other node it tracks
+        node.destroy_node()
+    rclpy.shutdown(context=context)
+
+
+def test_start_up_runs_beside_the_executor_and_drops_frames_until_ready(components, spinning):
+    """While the pipeline is being built /diagnostics says so and incoming frames count as dropped."""
+    context, spin = spinning
+    release = threading.Event()
+
+    def slow_factory(config):
+        release.wait()
+        return Pipeline(config, components)
+
+    fast_diagnostics = {**FAST, "ros.diagnostics_period_s": 0.2}
+    node = PerceptionNode(
+        slow_factory,
+        context=context,
+        parameter_overrides=[Parameter(name, value=value) for name, value in fast_diagnostics.items()],
+    )
+    spin(node)
+    try:
+        probe = rclpy.create_node("probe", context=context)
+        name = f"{node.get_fully_qualified_name()}: pipeline"
+        received = []
+        probe.create_subscription(
+            DiagnosticArray, "/diagnostics", lambda m: _status(m).name == name and received.append(m), 10
+        )
+        outcomes = []
+        probe.create_subscription(DiagnosticArray, topics.FRAME_OUTCOME, outcomes.append, 100)
+        image_pub = probe.create_publisher(Image, "image", 10)
+        info_pub = probe.create_publisher(CameraInfo, "camera_info", 10)
+        spin(probe)
+        sent = []
+
+        def latest(key):
+            return _value(received[-1], key) if received else None
+
+        def send_until(key, not_values, period_s):
+            deadline = time.monotonic() + 60
+            while latest(key) in not_values:
+                assert time.monotonic() < deadline, [_status(d).message for d in received[-1:]]
+                header = Header(frame_id="camera_optical_frame")
+                header.stamp.sec = len(sent) + 1
+                sent.append(header)
+                info_pub.publish(pinhole_camera_info(64, 48, header))
+                image_pub.publish(rgb_message(_image(48, 64), header))
+                time.sleep(period_s)
+
+        send_until("frames dropped (starting)", (None, "0"), 0.1)
+        # Each frame dropped while starting still gets its one outcome (lock-step replay waits for it).
+        deadline = time.monotonic() + 20
+        while not outcomes:
+            assert time.monotonic() < deadline, "no frame_outcome while starting"
+            time.sleep(0.05)
+        assert _status(outcomes[0]).message == "dropped: starting"
+        assert outcomes[0].header in sent
+        status = _status(received[-1])
+        assert latest("state") == "starting: building the pipeline"
+        assert status.level == DiagnosticStatus.WARN and "starting: building the pipeline" in status.message
+        assert latest("frames processed") == "0" and not node.ready.is_set()
+        release.set()
+        node.wait_until_started(timeout_s=60)
+        send_until("frames processed", (None, "0"), 0.3)
+        assert latest("state") == "running"
+        deadline = time.monotonic() + 20
+        while _status(outcomes[-1]).message != "processed":
+            assert time.monotonic() < deadline, [_status(o).message for o in outcomes]
+            time.sleep(0.05)
+        assert latest("backend selection").startswith("torch: ")
+    finally:
+        release.set()
+
+
+def test_pipeline_logs_and_resolved_topic_names_reach_rosout(components, spinning):
+    context, spin = spinning
+    probe = rclpy.create_node("probe", context=context)
+    logs = []
+    rosout_qos = QoSProfile(depth=1000, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    probe.create_subscription(Log, "/rosout", lambda m: logs.append(m.msg), rosout_qos)
+    spin(probe)
+    node = PerceptionNode(
+        lambda config: Pipeline(config, components),
+        context=context,
+        namespace="fourm",
+        cli_args=["--ros-args", "-r", "image:=/camera/image_raw"],
+        parameter_overrides=[Parameter(name, value=value) for name, value in FAST.items()],
+    )
+    spin(node)
+    node.wait_until_started(timeout_s=60)
+    deadline = time.monotonic() + 60
+    while not any("pipeline ready" in line for line in logs):
+        assert time.monotonic() < deadline, logs
+        time.sleep(0.05)
+    assert any(
+        line.startswith("input /camera/image_raw [") and " and /fourm/camera_info [" in line for line in logs
+    ), logs
+    assert any(line.startswith("outputs") and "/fourm/depth/relative" in line for line in logs)
+    # A Python logging record of the pipeline (its random-weights banner), through the bridge.
+    assert any(line.startswith("[pipeline] RANDOM WEIGHTS") for line in logs), logs
+
+
+def _set(h, **values):
+    """ros2 param set through the node's real set_parameters service; the results in order."""
+    client = h.probe.create_client(SetParameters, "/perception_node/set_parameters")
+    assert client.wait_for_service(timeout_sec=10)
+    request = SetParameters.Request(
+        parameters=[Parameter(name, value=value).to_parameter_msg() for name, value in values.items()]
+    )
+    future = client.call_async(request)
+    h.wait_for(future.done)
+    h.probe.destroy_client(client)
+    return future.result().results
+
+
+def test_run_time_parameters_are_validated_and_applied(harness):
+    h = harness()
+    results = _set(h, **{"tasks.caption.every_n_frames": 3, "tasks.caption.temperature": 0.7})
+    assert all(result.successful for result in results), [result.reason for result in results]
+    assert h.node.pipeline.config.tasks.caption.every_n_frames == 3
+    assert h.node.pipeline.config.tasks.caption.temperature == 0.7
+    (result,) = _set(h, **{"ros.publish_color": False})
+    assert result.successful, result.reason
+    header = h.send(_image(48, 64), 5 * 10**9, info=(64, 48))
+    h.wait_for(lambda: h.processed(header))
+    assert h.messages("normals") and not h.messages("normals/color")
+    assert h.messages("caption")  # the first frame (0 of every 3) still gets a caption
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"model": "EPFL-VILAB/4M-21_L"}, "read-only"),
+        ({"ros.input": "compressed"}, "read-only"),
+        ({"tasks.caption.temperature": "hot"}, r"tasks\.caption\.temperature: must be a number"),
+        ({"ros.mono16_range": [10, 5]}, r"ros\.mono16_range: expected \[low, high\]"),
+    ],
+)
+def test_other_parameter_changes_are_refused_with_the_reason(harness, values, reason):
+    h = harness()
+    before = (h.node.pipeline.config, h.node.settings)
+    (result,) = _set(h, **values)
+    assert not result.successful and re.search(reason, result.reason), result.reason
+    assert (h.node.pipeline.config, h.node.settings) == before

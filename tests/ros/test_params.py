@@ -4,8 +4,8 @@ import pytest
 import rclpy
 from rclpy.parameter import Parameter
 
-from fourm_ros.pipeline.config import ConfigError, PipelineConfig
-from fourm_ros.ros.params import NodeConfig, declare_and_read
+from fourm_ros.pipeline.config import ConfigError, PipelineConfig, leaf_settings
+from fourm_ros.ros.params import SCHEMAS, NodeConfig, declare_and_read
 
 
 @pytest.fixture
@@ -58,10 +58,36 @@ def test_descriptors_carry_documentation_and_ranges(make_node):
     node = make_node()
     declare_and_read(node)
     (steps,) = node.describe_parameters(["tasks.depth.diffusion_steps"])
-    assert "DDIM" in steps.description and steps.read_only
+    assert "DDIM" in steps.description and not steps.read_only
     assert (steps.integer_range[0].from_value, steps.integer_range[0].to_value) == (1, 1000)
     (backend,) = node.describe_parameters(["backend"])
-    assert "tensorrt" in backend.description
+    assert "tensorrt" in backend.description and backend.read_only
+
+
+RUNTIME = {
+    *(f"tasks.{task}.{name}" for task in ("depth", "normals") for name in ("diffusion_steps", "seed")),
+    *(
+        f"tasks.{task}.{name}"
+        for task in ("caption", "human_pose")
+        for name in ("every_n_frames", "max_tokens", "temperature", "top_k", "top_p")
+    ),
+    "ros.publish_color",
+    "ros.require_camera_info",
+    "ros.mono16_range",
+}
+
+
+def test_only_run_time_settings_are_dynamic_and_every_description_is_sentences(make_node):
+    node = make_node()
+    declare_and_read(node)
+    names = [info.path for schema, prefix in SCHEMAS for info in leaf_settings(schema, prefix)]
+    descriptors = dict(zip(names, node.describe_parameters(names), strict=True))
+    assert {name for name, d in descriptors.items() if not d.read_only} == RUNTIME
+    for name, descriptor in descriptors.items():
+        text = descriptor.description
+        assert text[0].isupper() and text.endswith("."), (name, text)
+        note = "Can be changed while the node runs." if name in RUNTIME else "Read-only"
+        assert note in text, (name, text)
 
 
 @pytest.mark.parametrize(

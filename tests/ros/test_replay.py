@@ -99,7 +99,9 @@ def test_replay_needs_a_camera_topic(tmp_path):
 
 
 def test_cli_replay_runs_the_node_and_draws_pictures(tmp_path, components, monkeypatch, capsys):
-    monkeypatch.setattr(Pipeline, "from_config", classmethod(lambda cls, config: cls(config, components)))
+    monkeypatch.setattr(
+        Pipeline, "from_config", classmethod(lambda cls, config, on_stage=None: cls(config, components))
+    )
     source = write_camera_bag(tmp_path / "in", _frames(), compressed=True)
     args = [
         "replay",
