@@ -30,9 +30,9 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 from visualization_msgs.msg import Marker
 
-from fourm_ros.benchmarks.soak import tiny_random_components
 from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.pipeline.pipeline import Pipeline
+from fourm_ros.pipeline.tiny import tiny_random_components
 from fourm_ros.pipeline.weights import random_components
 from fourm_ros.ros import topics
 from fourm_ros.ros.bag import pinhole_camera_info, rgb_message

@@ -29,55 +29,14 @@ from rclpy.parameter import Parameter
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
-from fourm_ros.model import FourM, FourMConfig
 from fourm_ros.pipeline.pipeline import Pipeline
-from fourm_ros.pipeline.weights import Components, randomize
+from fourm_ros.pipeline.tiny import tiny_random_components
 from fourm_ros.ros import topics
 from fourm_ros.ros.bag import pinhole_camera_info, rgb_message
 from fourm_ros.ros.node import PerceptionNode
-from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder
-from fourm_ros.tokenizers.human_pose import PoseDecoder, PoseTokenizerConfig
-from fourm_ros.tokenizers.loading import official_config
-from fourm_ros.tokenizers.semseg import SemsegConfig, SemsegDecoder
-from fourm_ros.tokenizers.unet import UNetConfig
-from fourm_ros.tokenizers.vit import ViTConfig
 
 BAD_EVERY = 7
 WIDTH, HEIGHT = 320, 240
-
-
-def tiny_random_components(seed: int = 0) -> Components:
-    """A 1+1-layer 4M-21 (dim 32) and small tokenizer decoders with the official vocabularies and output
-    formats, random weights: every code path of the node at a small fraction of the cost."""
-    outputs = ("tok_depth@224", "tok_normal@224", "tok_semseg@224", "caption", "human_poses")
-    config = FourMConfig(dim=32, encoder_depth=1, decoder_depth=1, num_heads=2, domains_out=outputs)
-    model = FourM(config, ("rgb@224",), outputs, seed=seed).eval().requires_grad_(False)
-    unet = UNetConfig(
-        model_channels=32, channel_mult=(1, 2, 2), num_res_blocks=1, attention_downsampling=(4,)
-    )
-
-    def small(decoder: torch.nn.Module) -> torch.nn.Module:
-        return randomize(decoder.to_empty(device="cpu"), seed).eval().requires_grad_(False)
-
-    with torch.device("meta"):
-        depth = DiVAEDecoder(DiVAEConfig.from_json(official_config("depth"), "depth"), unet)
-        normals = DiVAEDecoder(DiVAEConfig.from_json(official_config("normals"), "normals"), unet)
-        segmentation = SemsegDecoder(
-            SemsegConfig.from_json(official_config("segmentation"), "segmentation"),
-            ViTConfig(dim=32, depth=1, num_heads=2),
-        )
-        pose_settings = {**official_config("human_pose"), "latent_dim": 64}
-        pose_settings.update(enc_type="BottleneckMLP/B_1-Wi_32", dec_type="BottleneckMLP/B_1-Wi_32")
-        pose = PoseDecoder(PoseTokenizerConfig.from_dict(pose_settings))
-    return Components(
-        model=model,
-        depth=small(depth),
-        normals=small(normals),
-        segmentation=small(segmentation),
-        human_pose=small(pose),
-        random_weights=True,
-        model_name="tiny soak model (random weights)",
-    )
 
 
 def _process_figures() -> dict[str, float]:
