@@ -502,10 +502,17 @@ class PerceptionNode(Node):
                 [frame.rgb for frame in frames],
                 frames[0].sequence_tasks,
                 depth=sensors,
-                pause=self._turns.handing_over(self._duty.pause),
+                pause=self._turns.handing_over(self._pause_sequence),
             )
         for frame, result in zip(frames, results, strict=True):
             self._deliver("sequence", frame, result)
+
+    def _pause_sequence(self) -> None:
+        """Between generation steps: give the dense lane its share, and end a generation once the node stops
+        (a whole generation can take minutes on a CPU; a shutdown should not wait for it)."""
+        if self._stopping:
+            raise _Stopping("the node is shutting down")
+        self._duty.pause()
 
     def _deliver(self, lane: str, frame: _Frame, result: Results, sensor: np.ndarray | None = None) -> None:
         """Build, then publish every message of one frame's results; a fault is that frame's alone."""
@@ -635,6 +642,19 @@ class PerceptionNode(Node):
             self._log_bridge.remove()
             self._log_bridge = None
         super().destroy_node()
+
+    def join_lanes(self, timeout_s: float) -> bool:
+        """Wait for the lanes' threads to end after :meth:`destroy_node` (a sequence generation ends at its
+        next step, a dense frame when it is done): an in-process user such as replay must not leave the
+        interpreter while they still compute. True when all ended within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        for lane in self._lanes.values():
+            lane.stop(timeout_s=max(0.0, deadline - time.monotonic()))
+        return not any(lane.alive for lane in self._lanes.values())
+
+
+class _Stopping(Exception):
+    """Ends a sequence generation between two steps when the node shuts down."""
 
 
 def _camera_info_problem(info: CameraInfo | None, width: int, height: int) -> str | None:

@@ -48,6 +48,8 @@ INFO_LEAD_S = 0.02
 """Pause between a frame's camera_info and its image: messages of two topics are not ordered by DDS."""
 LAST_OUTPUTS_S = 0.5
 """How long to keep recording after the last frame is done: its other outputs are still in flight."""
+LANES_JOIN_S = 60.0
+"""How long replay waits, at the end, for an in-process node's lanes to finish the frame they compute."""
 DEPTH_ENCODINGS = ("16UC1", "32FC1")
 """Encodings of a depth image (mm, m): an image topic with one of them is depth, not the colour camera."""
 IMAGE_TYPES = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CompressedImage": CompressedImage}
@@ -352,6 +354,9 @@ def replay(
                 spinner.join()
             for node in reversed(nodes):
                 node.destroy_node()
+            for node in nodes:  # an in-process perception_node's lanes may still be computing
+                if hasattr(node, "join_lanes") and not node.join_lanes(LANES_JOIN_S):
+                    LOG.warning("perception_node's lanes still compute after %.0f s", LANES_JOIN_S)
             rclpy.try_shutdown(context=context)
     bag.close()
     summary.seconds = time.monotonic() - start

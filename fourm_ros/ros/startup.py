@@ -107,8 +107,19 @@ class LogBridge(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             source = record.name.removeprefix(f"{PYTHON_LOGGER}.")
-            severity = min(max(record.levelno // 10 * 10, logging.DEBUG), logging.CRITICAL)
-            self._ros_logger.log(f"[{source}] {record.getMessage()}", severity)
+            message = f"[{source}] {record.getMessage()}"
+            # rclpy ties a severity to each calling line ("Logger severity cannot be changed between
+            # calls"), so every severity has a line of its own.
+            if record.levelno >= logging.CRITICAL:
+                self._ros_logger.fatal(message)
+            elif record.levelno >= logging.ERROR:
+                self._ros_logger.error(message)
+            elif record.levelno >= logging.WARNING:
+                self._ros_logger.warning(message)
+            elif record.levelno >= logging.INFO:
+                self._ros_logger.info(message)
+            else:
+                self._ros_logger.debug(message)
         except Exception:
             self.handleError(record)
 

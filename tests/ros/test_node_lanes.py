@@ -2,6 +2,7 @@
 split batches, the CameraInfo race, time-aligned cameras, the watchdog and one outcome per frame."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -360,3 +361,28 @@ def test_bad_input_has_a_warn_outcome_with_its_reason(harness):
     (outcome,) = _outcomes(h, bad)
     assert (outcome.status[0].level, outcome.status[0].name) == (WARN, "")
     assert outcome.status[0].message == "bad input: unsupported encoding"
+
+
+def test_a_shutdown_ends_a_generation_between_two_steps(components, monkeypatch):
+    monkeypatch.setattr(node_tests, "Pipeline", ScriptedPipeline)
+    long_generation = {"tasks.caption.max_tokens": 64, "tasks.human_pose.max_tokens": 275}
+    h = node_tests.Harness(components, {**FAST_DIAGNOSTICS, **long_generation}, ("",))
+    pipeline, steps = h.node.pipeline, []
+    generate = pipeline.sequences
+
+    def slow_sequences(frames, tasks=None, depth=None, pause=None):
+        def slow_pause():  # 0.2 s a step: the 275 steps of a whole generation would take a minute
+            steps.append(time.monotonic())
+            time.sleep(0.2)
+            pause()
+
+        return generate(frames, tasks, depth, pause=slow_pause)
+
+    pipeline.sequences = slow_sequences
+    h.send(_image(48, 64), 5 * 10**9, info=(64, 48))
+    h.wait_for(lambda: len(steps) >= 3)
+    stopped_at = time.monotonic()
+    h.close()
+    assert h.node.join_lanes(10.0)
+    assert time.monotonic() - stopped_at < 5.0
+    assert len(steps) < 60
