@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from fourm_ros import sample_rgbd
-from fourm_ros.benchmarks.timing import count_flops
+from fourm_ros.benchmarks.timing import count_flops, median_seconds
 from fourm_ros.model import FourM, FourMConfig
 from fourm_ros.pipeline import metric_depth, pointcloud
 from fourm_ros.pipeline.preprocess import CropMap, preprocess
@@ -34,13 +34,7 @@ DENSE = ("tok_depth@224", "tok_normal@224", "tok_semseg@224")
 
 
 def _median_ms(call: Callable[[], object], repeats: int) -> float:
-    call()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times) * 1e3
+    return median_seconds(call, repeats, warmup=1) * 1e3
 
 
 def _interleaved_ms(calls: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
