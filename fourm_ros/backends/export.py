@@ -173,8 +173,12 @@ def write_atomic(path: Path, data: bytes) -> None:
 # ---------------------------------------------------------------------------------------------- key
 
 
+def _dtype(graph: nn.Module) -> torch.dtype:
+    return next(graph.parameters()).dtype
+
+
 def graphs_dtype(graphs: Mapping[str, nn.Module]) -> torch.dtype:
-    return next(next(iter(graphs.values())).parameters()).dtype
+    return _dtype(next(iter(graphs.values())))
 
 
 def weights_fingerprint(graphs: Mapping[str, nn.Module]) -> str:
@@ -191,7 +195,8 @@ def weights_fingerprint(graphs: Mapping[str, nn.Module]) -> str:
                 continue
             seen.add(identity)
             digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}\n".encode())
-            digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+            # flatten(): the values in logical order whatever the layout (channels-last conv weights).
+            digest.update(tensor.detach().cpu().flatten().view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -333,12 +338,13 @@ def export_graphs(
     write the manifest; returns it. ``model`` names the checkpoint for humans (recorded, not hashed)."""
     if opset < 17:
         raise ValueError(f"opset must be >= 17 (LayerNormalization for TensorRT), got {opset}")
-    dtype = graphs_dtype(graphs)
-    if dtype != torch.float32:
+    other = {name: _dtype(graph) for name, graph in graphs.items() if _dtype(graph) != torch.float32}
+    if other:
+        found = ", ".join(f"{name} {_numpy_dtype_name(dtype)}" for name, dtype in sorted(other.items()))
         raise BackendError(
-            f"ONNX export needs float32 weights, got {_numpy_dtype_name(dtype)}: TensorRT chooses its own "
-            "precision (engines.precision) and ONNX Runtime runs float32; set dtype: float32 (dtype is a "
-            "setting of the torch backend)"
+            f"ONNX export needs float32 weights, got {found}: TensorRT chooses its own precision "
+            "(engines.precision) and ONNX Runtime runs float32; set dtype: float32 (dtype and precision.* "
+            "are settings of the torch backend)"
         )
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

@@ -32,7 +32,7 @@ from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID
 from fourm_ros.pipeline.config import PipelineConfig
-from fourm_ros.pipeline.weights import random_components
+from fourm_ros.pipeline.weights import PRECISION_TASKS, random_components
 
 
 def _interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -121,7 +121,13 @@ def main(argv: list[str] | None = None) -> None:
         f"({torch.get_num_threads()} threads), onnxruntime {onnxruntime.__version__} | "
         f"{platform.processor() or platform.machine()}"
     )
-    config = PipelineConfig.from_dict({"model": f"EPFL-VILAB/4M-21_{args.size}", "random_weights": True})
+    config = PipelineConfig.from_dict(
+        {
+            "model": f"EPFL-VILAB/4M-21_{args.size}",
+            "random_weights": True,
+            "precision": dict.fromkeys(PRECISION_TASKS, "float32"),  # the float32 job; bf16 copied below
+        }
+    )
     components = random_components(config)
     graphs = job_graphs(config, components)
     for name in ("human_poses_embed", "human_poses_logits"):  # the caption's with another table: not timed

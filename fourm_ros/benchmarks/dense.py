@@ -6,7 +6,7 @@
 4M-21 with the official tokenizer decoder architectures and random weights (speed does not depend on the
 weights; the errors below are those of random weights too, stated as such). Prints, from one run:
 
-1. the machine's ceilings: dense matmul FLOP/s of float32 and bfloat16, memory bandwidth (large copy);
+1. the machine's ceilings: dense matmul FLOP/s of float32 and bfloat16, memory bandwidth (reading 1 GiB);
 2. each dense stage's median seconds for one frame under each precision variant (runs interleaved, so
    load from other processes hits every variant alike), its FLOP/s against the matmul rate of its dtype,
    and the dense-path total relative to float32;
@@ -50,8 +50,9 @@ from fourm_ros.backends.graphs import (
     SequenceStep,
 )
 from fourm_ros.backends.job import cache_lengths
-from fourm_ros.benchmarks.timing import count_flops, matmul_flops_per_second
-from fourm_ros.model.fourm import FIRST_SENTINEL_ID
+from fourm_ros.benchmarks.timing import count_flops, matmul_flops_per_second, read_bandwidth
+from fourm_ros.model import FourM, FourMConfig
+from fourm_ros.model.fourm import FIRST_SENTINEL_ID, RGB
 from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.pipeline.pipeline import Pipeline
 from fourm_ros.pipeline.preprocess import preprocess
@@ -72,18 +73,6 @@ RSS_VARIANTS = {
     "onnxruntime-fp32": {"backend": "onnxruntime", "precision": dict.fromkeys(PRECISION_TASKS, "float32")},
     "onnxruntime-default": {"backend": "onnxruntime"},
 }
-
-
-def memory_bandwidth(megabytes: int = 512, repeats: int = 5) -> float:
-    """Bytes per second of a large copy (each byte read once and written once)."""
-    source = torch.ones(megabytes * 2**20 // 4)
-    target = torch.empty_like(source)
-    times = []
-    for _ in range(repeats + 1):
-        start = time.perf_counter()
-        target.copy_(source)
-        times.append(time.perf_counter() - start)
-    return 2 * source.numel() * 4 / statistics.median(times[1:])
 
 
 def _dense_config(size: str, **settings: Any) -> PipelineConfig:
@@ -176,9 +165,12 @@ def errors(reference: Sequence[Results], candidate: Sequence[Results]) -> dict[s
     }
 
 
-def _caption_step_rate(fp32: Components, steps: int = 8) -> tuple[float, float]:
-    """(seconds per greedy caption token of torch float32, bytes of weights one step reads)."""
-    cache_length, model = 64, fp32.model
+def _caption_step_rate(size: str, steps: int = 8) -> tuple[float, float]:
+    """(seconds per greedy caption token of torch float32, bytes of weights one step reads), on a model of
+    its own: the dense variants' models have no caption head."""
+    cache_length = 64
+    model = FourM(FourMConfig.preset(size), (RGB, "caption"), ("caption",), seed=0)
+    model.eval().requires_grad_(False)
     embed, logits_head = SequenceEmbed(model, "caption"), SequenceLogits(model, "caption")
     step = SequenceStep(model, cache_length)
     cfg = model.config
@@ -303,10 +295,10 @@ def main(argv: list[str] | None = None) -> None:
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
     ceilings = {dtype: matmul_flops_per_second(dtype) for dtype in (torch.float32, torch.bfloat16)}
-    bandwidth = memory_bandwidth()
+    bandwidth = read_bandwidth()
     print(
         f"ceilings: matmul float32 {ceilings[torch.float32] / 1e9:.0f} GFLOP/s, bfloat16 "
-        f"{ceilings[torch.bfloat16] / 1e9:.0f} GFLOP/s; memory bandwidth (copy) {bandwidth / 1e9:.1f} GB/s"
+        f"{ceilings[torch.bfloat16] / 1e9:.0f} GFLOP/s; memory bandwidth (read) {bandwidth / 1e9:.1f} GB/s"
     )
 
     fp32_config = _dense_config(args.size, precision=dict.fromkeys(PRECISION_TASKS, "float32"))
@@ -370,13 +362,13 @@ def main(argv: list[str] | None = None) -> None:
             total = _median(camera_runs[n], "total")
             print(f"  {n} camera(s): {total:6.2f} s per call, {total / n:5.2f} s per frame")
 
-    seconds, weight_bytes = _caption_step_rate(fp32)
+    del pipelines, fp32, reference
+    seconds, weight_bytes = _caption_step_rate(args.size)
     print(
         f"\ncaption step, torch fp32: {1 / seconds:.1f} tokens/s; reads {weight_bytes / 1e9:.2f} GB of "
         f"decoder weights per token = {weight_bytes / seconds / 1e9:.1f} GB/s, "
         f"{weight_bytes / seconds / bandwidth:.0%} of the measured {bandwidth / 1e9:.1f} GB/s"
     )
-    del pipelines, fp32, reference
     if args.rss:
         _peak_rss(args.rss, args.size, args.cache_dir)
 

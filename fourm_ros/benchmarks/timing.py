@@ -34,3 +34,10 @@ def matmul_flops_per_second(dtype: torch.dtype, size: int = 2048, repeats: int =
     """Dense square matmul throughput: the practical ceiling for the transformers' Linear layers."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     return 2 * size**3 / median_seconds(lambda: a @ b, repeats)
+
+
+def read_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:
+    """Bytes per second of reading a large array once (a sum): the ceiling of an autoregressive step, which
+    reads every decoder weight once per token and does little arithmetic with each."""
+    data = torch.ones(megabytes * 2**20 // 4)
+    return data.numel() * 4 / median_seconds(data.sum, repeats, warmup=1)

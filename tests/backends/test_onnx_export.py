@@ -1,5 +1,6 @@
 """ONNX export: every graph in ONNX Runtime equals PyTorch; manifest, hashes, cache reuse, corrupt files."""
 
+import copy
 import json
 import logging
 
@@ -22,6 +23,7 @@ from fourm_ros.backends.export import (
     weights_fingerprint,
 )
 from fourm_ros.backends.graphs import build_graphs
+from fourm_ros.backends.job import job_graphs
 from fourm_ros.backends.onnxruntime_backend import (
     OnnxRuntimeBackend,
     SharedInitializers,
@@ -238,5 +240,38 @@ def test_a_corrupt_weights_file_is_reported(tiny, tmp_path):
 
 def test_export_needs_float32_weights(tmp_path):
     half = tiny_components(dtype=torch.bfloat16)
-    with pytest.raises(BackendError, match=r"needs float32 weights, got bfloat16.*dtype: float32"):
+    with pytest.raises(BackendError, match=r"needs float32 weights, got .*encoder bfloat16.*dtype: float32"):
         export_graphs(build_graphs(half.model), tmp_path, model="tiny")
+
+
+def test_export_names_the_one_graph_that_is_not_float32(tiny_graphs, tmp_path):
+    """A bf16 tokenizer decoder (per-stage precision) among float32 graphs is refused, not written as bf16
+    initializers that ONNX Runtime cannot load."""
+    graphs = {name: tiny_graphs[name] for name in ("encoder", "depth_x0")}
+    graphs["depth_x0"] = copy.deepcopy(graphs["depth_x0"]).to(torch.bfloat16)
+    with pytest.raises(BackendError, match=r"got depth_x0 bfloat16: "):
+        export_graphs(graphs, tmp_path, model="tiny")
+    assert not (tmp_path / export.WEIGHTS_NAME).exists()
+
+
+def test_channels_last_weights_of_the_torch_backend_export_as_before(tiny_config, tmp_path):
+    """The torch backend lays convolution weights out channels-last; graphs it ran before an export keep
+    their fingerprint (the export is reused) and export the same values."""
+    fresh = job_graphs(tiny_config, tiny_components())
+    graphs = {name: fresh[name] for name in ("depth_x0", "segmentation_labels")}
+    fingerprint = weights_fingerprint(graphs)
+    plain = export_graphs(graphs, tmp_path / "plain", model="tiny")
+    torch_backend = TorchBackend(graphs)
+    assert any(
+        not p.is_contiguous() for p in graphs["depth_x0"].parameters() if p.ndim == 4 and p.shape[-1] > 1
+    )
+    assert weights_fingerprint(graphs) == fingerprint
+    again = export_graphs(graphs, tmp_path / "channels_last", model="tiny")
+    assert file_sha256(again.directory / export.WEIGHTS_NAME) == file_sha256(
+        plain.directory / export.WEIGHTS_NAME
+    )
+    inputs = _inputs("depth_x0", graphs["depth_x0"], 1)
+    got = OnnxRuntimeBackend(again).run("depth_x0", **inputs)
+    want = torch_backend.run("depth_x0", **inputs)
+    name = next(iter(got))
+    np.testing.assert_allclose(got[name], want[name].numpy(), atol=FLOAT_TOLERANCE, rtol=0)
