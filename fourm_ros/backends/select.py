@@ -2,10 +2,10 @@
 
 ``auto`` picks, in order: TensorRT when it imports and a CUDA GPU (with torch-CUDA or pycuda buffers) is
 present; ONNX Runtime's CUDA provider when the device is CUDA and onnxruntime-gpu is installed; torch on
-CUDA; else the faster CPU backend (see ``CPU_BACKEND``). It keeps torch whenever the configuration asks for
-something only torch does (a non-float32 dtype, sampled dense decoding); stages whose ``precision`` is not
-float32 run on torch next to the chosen backend (``fourm_ros.backends.split``). The choice and its reason are
-logged as one line and kept as ``Backend.selection_reason`` for diagnostics.
+CUDA; else the better CPU backend (``CPU_BACKEND``: torch, measured beside it). It keeps torch whenever the
+configuration asks for something only torch does (a non-float32 dtype, sampled dense decoding); stages whose
+``precision`` is not float32 run on torch next to the chosen backend (``fourm_ros.backends.split``). The
+choice and its reason are logged as one line and kept as ``Backend.selection_reason`` for diagnostics.
 """
 
 from __future__ import annotations
@@ -26,15 +26,19 @@ from fourm_ros.pipeline.config import PipelineConfig
 
 LOG = logging.getLogger("fourm_ros.backends")
 EXPORT_LOG = logging.getLogger("fourm_ros.export")
-CPU_BACKEND = "onnxruntime"
-CPU_REASON = "ONNX Runtime is faster than torch float32 on CPU (python -m fourm_ros.benchmarks.backends)"
-# Why ONNX Runtime on CPU: fourm_ros.benchmarks.backends, 4M-21 B job, 2-core AMD EPYC, one frame, seconds
-# (torch fp32 / onnxruntime fp32): encoder 0.27 / 0.19, dense decoder 0.82 / 0.71, depth x0 1.01 / 0.94,
-# normals x0 1.02 / 0.90, segmentation 0.38 / 0.27, caption step 0.050 / 0.023 per token. With 64 caption
-# and ~275 pose tokens a frame takes ~20 s on torch and ~11 s on ONNX Runtime, for ~16 s more at start
-# (weights fingerprint, file hashes, sessions) and a one-off export (~45 s). torch bf16 was faster still on
-# this avx512_bf16 CPU but changes 3 % of the dense tokens, so it stays an explicit choice (dtype: bfloat16,
-# which auto honours by picking torch).
+CPU_BACKEND = "torch"
+CPU_REASON = (
+    "on a CPU torch is as fast as ONNX Runtime on the dense stages, 1.8x faster per sequence token, and "
+    "needs less memory and no export (python -m fourm_ros.benchmarks.backends)"
+)
+# Why torch on a CPU (it was ONNX Runtime until torch updated its KV cache in place): fourm_ros.benchmarks
+# .backends, 4M-21 B job, 2-core AMD EPYC, torch 2.13 / onnxruntime 1.32, one frame, seconds (torch fp32 /
+# onnxruntime fp32): encoder 0.265 / 0.246, dense decoder 0.828 / 0.902, depth x0 1.156 / 1.068, normals x0
+# 1.061 / 0.967, segmentation 0.399 / 0.385, sequence cross K/V 0.319 / 0.272, caption step 0.032 / 0.058
+# per token. With the default precision the three tokenizer decoders run bf16 on torch either way, so the
+# dense path differs only in the encoder and dense decoder (torch 1.09 s, ONNX Runtime 1.15 s). Peak RSS of
+# the whole job (fourm_ros.benchmarks.dense --rss): torch 4.8 GiB, ONNX Runtime 7.0 GiB (its per-session
+# pre-packed weights); start 9 s against 22 s plus a one-off 45-60 s export of 3.3 GB.
 
 
 def tensorrt_problem(device: str = "cuda") -> str | None:

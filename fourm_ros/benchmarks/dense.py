@@ -30,7 +30,6 @@ import dataclasses
 import json
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,12 @@ from fourm_ros.backends.graphs import (
     SequenceStep,
 )
 from fourm_ros.backends.job import cache_lengths
-from fourm_ros.benchmarks.timing import count_flops, matmul_flops_per_second, read_bandwidth
+from fourm_ros.benchmarks.timing import (
+    count_flops,
+    matmul_flops_per_second,
+    peak_rss_gib,
+    read_bandwidth,
+)
 from fourm_ros.model import FourM, FourMConfig
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, RGB
 from fourm_ros.pipeline.config import PipelineConfig
@@ -244,7 +248,7 @@ def peak_rss_child(variant: str, size: str, cache_dir: str) -> dict[str, Any]:
         "start_s": started,
         "dense_s": dense,
         "stages": {stage: results[0].timings.get(stage, 0.0) for stage in DENSE_STAGES},
-        "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_rss_gib": peak_rss_gib(),
         "describe": pipeline.describe(),
     }
 

@@ -11,22 +11,17 @@ machine's measured matmul FLOP/s.
 from __future__ import annotations
 
 import platform
-import resource
 import statistics
 import time
 
 import torch
 
 from fourm_ros import sample
-from fourm_ros.benchmarks.timing import count_flops, matmul_flops_per_second
+from fourm_ros.benchmarks.timing import count_flops, matmul_flops_per_second, peak_rss_gib
 from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.pipeline.pipeline import Pipeline
 
 SEQUENCES = ("caption", "human_poses")
-
-
-def _peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
 
 
 def run(config: PipelineConfig, frames: int = 3, batch: int = 1) -> int:
@@ -69,7 +64,7 @@ def run(config: PipelineConfig, frames: int = 3, batch: int = 1) -> int:
             f"sequences: {statistics.median(sequence_tokens):.0f} tokens per frame (caption + pose) in "
             f"{steps:.0f} joint steps, {rate:.1f} steps/s"
         )
-    print(f"peak memory (RSS): {_peak_rss_gib():.2f} GiB")
+    print(f"peak memory (RSS): {peak_rss_gib():.2f} GiB")
     if pipeline.backend.name == "torch":
         flops = count_flops(lambda: pipeline(batches[1]))
         dtype = getattr(torch, config.dtype)

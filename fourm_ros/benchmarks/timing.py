@@ -1,7 +1,9 @@
-"""Measurement helpers shared by the benchmark scripts: median wall time, FLOP counts, matmul ceiling."""
+"""Measurement helpers shared by the benchmark scripts: median wall time, FLOP counts, matmul and memory
+ceilings, peak memory."""
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -41,3 +43,18 @@ def read_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:
     reads every decoder weight once per token and does little arithmetic with each."""
     data = torch.ones(megabytes * 2**20 // 4)
     return data.numel() * 4 / median_seconds(data.sum, repeats, warmup=1)
+
+
+def peak_rss_gib() -> float:
+    """This process's peak resident memory in GiB: the kernel's high-water mark of its own address space.
+
+    Not ``getrusage().ru_maxrss``: Linux carries that across fork and exec, so a child started by a larger
+    benchmark process would report its parent's peak."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 2**20  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB

@@ -64,6 +64,7 @@ def test_the_choice_is_logged_once_and_kept_for_diagnostics(tiny, tmp_path, mach
     assert backend.selection_reason.startswith(f"backend auto → {select.CPU_BACKEND}")
     assert "(CPU" in backend.selection_reason or "cpu" in backend.selection_reason
     assert "tensorrt not importable" in backend.selection_reason
+    assert backend.name == "torch" and list(tmp_path.iterdir()) == []  # on a CPU: no export, no cache
 
 
 def test_torch_is_created_without_an_export(tiny, tmp_path, with_cache_dir):
