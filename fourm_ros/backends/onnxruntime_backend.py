@@ -11,10 +11,13 @@ views into that mapping (``SessionOptions.add_initializer``), so a weight held b
 memory once instead of five times, and its pages are the page cache's (shared with other processes
 running the same export). On the CPU provider ONNX Runtime still pre-packs the matmul weights of each
 session for its kernels; ``prepack=False`` skips that at some speed cost (see the README's Performance).
+The mapped pages pre-packing read are dropped from the process after each session is created
+(``SharedInitializers.drop_resident_pages``): they stay in the page cache, the RSS keeps what runs read.
 """
 
 from __future__ import annotations
 
+import mmap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,8 +75,28 @@ class SharedInitializers:
 
     def __init__(self, directory: Path):
         self.directory = directory
+        self._mappings: dict[str, mmap.mmap] = {}
         self._files: dict[str, np.ndarray] = {}
         self._values: dict[tuple[str, int, str, tuple[int, ...]], Any] = {}
+
+    def _file(self, location: str) -> np.ndarray:
+        if location not in self._files:
+            with open(self.directory / location, "rb") as handle:
+                self._mappings[location] = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+            self._files[location] = np.frombuffer(self._mappings[location], dtype=np.uint8)
+        return self._files[location]
+
+    def drop_resident_pages(self) -> None:
+        """Unmap the weights' pages from this process (they stay in the page cache, the mapping stays valid).
+
+        ONNX Runtime's CPU kernels pre-pack most weights into copies of their own when a session is
+        created and never read those originals again, yet every page the pre-packing read stays counted in
+        the process's RSS. Dropping them after each session keeps in the RSS only what the kernels read
+        again at run time (the next access re-maps a page from the page cache)."""
+        if not hasattr(mmap, "MADV_DONTNEED"):  # not Linux: the pages stay, nothing else changes
+            return
+        for mapping in self._mappings.values():
+            mapping.madvise(mmap.MADV_DONTNEED)
 
     def add_to(self, options: Any, graph_path: Path) -> int:
         """Give ``options`` every external initializer of the graph at ``graph_path``; returns how many."""
@@ -84,9 +107,7 @@ class SharedInitializers:
             key = (location, offset, dtype.str, shape)
             value = self._values.get(key)
             if value is None:
-                if location not in self._files:
-                    self._files[location] = np.memmap(self.directory / location, dtype=np.uint8, mode="r")
-                view = self._files[location][offset : offset + length].view(dtype).reshape(shape)
+                view = self._file(location)[offset : offset + length].view(dtype).reshape(shape)
                 value = self._values[key] = OrtValue.ortvalue_from_numpy(view)
             options.add_initializer(name, value)
             count += 1
@@ -136,6 +157,8 @@ class OnnxRuntimeBackend(Backend):
                 if self._weights is not None:
                     self._weights.add_to(options, path)
                 session = onnxruntime.InferenceSession(str(path), sess_options=options, providers=providers)
+                if self._weights is not None:
+                    self._weights.drop_resident_pages()
                 # The session computes on views into the mapped file; ORT does not keep them alive, so each
                 # session holds them itself (a session used after its backend is gone would crash).
                 session.shared_weights = self._weights

@@ -54,6 +54,7 @@ from fourm_ros.benchmarks.timing import (
     matmul_flops_per_second,
     peak_rss_gib,
     read_bandwidth,
+    resident_gib,
 )
 from fourm_ros.model import FourM, FourMConfig
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, RGB
@@ -249,12 +250,17 @@ def peak_rss_child(variant: str, size: str, cache_dir: str) -> dict[str, Any]:
         "dense_s": dense,
         "stages": {stage: results[0].timings.get(stage, 0.0) for stage in DENSE_STAGES},
         "peak_rss_gib": peak_rss_gib(),
+        "anon_gib_end": resident_gib()[0],
+        "file_gib_end": resident_gib()[1],
         "describe": pipeline.describe(),
     }
 
 
 def _peak_rss(variants: Sequence[str], size: str, cache_dir: str) -> None:
-    print("\npeak RSS: whole default job (5 tasks), start + one frame, each backend in its own process")
+    print(
+        "\npeak RSS: whole default job (5 tasks), start + one frame, each backend in its own process "
+        "(file-backed: mapped ONNX weights, dropped and re-read under memory pressure)"
+    )
     for variant in variants:
         command = [sys.executable, "-m", "fourm_ros.benchmarks.dense", "--size", size]
         command += ["--cache-dir", cache_dir, "--rss-child", variant]
@@ -267,7 +273,8 @@ def _peak_rss(variants: Sequence[str], size: str, cache_dir: str) -> None:
         figures = json.loads(done.stdout.strip().splitlines()[-1])
         print(
             f"  {variant:<20} {figures['peak_rss_gib']:5.2f} GiB  start {figures['start_s']:6.1f} s  "
-            f"dense lane {figures['dense_s']:6.2f} s\n"
+            f"dense lane {figures['dense_s']:6.2f} s  at the end: anonymous "
+            f"{figures['anon_gib_end']:.2f} GiB, file-backed {figures['file_gib_end']:.2f} GiB\n"
             f"  {'':<20} {figures['describe']}"
         )
 

@@ -45,16 +45,28 @@ def read_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:
     return data.numel() * 4 / median_seconds(data.sum, repeats, warmup=1)
 
 
+def _status_gib() -> dict[str, float]:
+    """The memory lines of /proc/self/status in GiB (empty where there is no /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            lines = [line.split() for line in status if line.startswith(("Vm", "Rss"))]
+    except OSError:
+        return {}
+    return {fields[0].rstrip(":"): int(fields[1]) / 2**20 for fields in lines if fields[-1] == "kB"}
+
+
 def peak_rss_gib() -> float:
     """This process's peak resident memory in GiB: the kernel's high-water mark of its own address space.
 
     Not ``getrusage().ru_maxrss``: Linux carries that across fork and exec, so a child started by a larger
     benchmark process would report its parent's peak."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 2**20  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
+    peak = _status_gib().get("VmHWM")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def resident_gib() -> tuple[float, float]:
+    """(anonymous, file-backed) resident memory now, in GiB. File-backed pages (an ONNX export's mapped
+    weights) count in the RSS but are the page cache's: the kernel drops them under pressure and reads them
+    again; anonymous pages (torch's weights, ONNX Runtime's pre-packed copies) stay until freed."""
+    status = _status_gib()
+    return status.get("RssAnon", float("nan")), status.get("RssFile", float("nan"))

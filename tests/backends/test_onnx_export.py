@@ -3,6 +3,7 @@
 import copy
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -224,6 +225,35 @@ def test_onnxruntime_maps_each_shared_weight_once(tiny_export):
     )
     assert weights.distinct < given
     assert weights.mapped_files == [export.WEIGHTS_NAME]
+
+
+def _resident_kib(path) -> int:
+    """Resident KiB of this process's mappings of ``path`` (/proc/self/smaps)."""
+    total, inside = 0, False
+    with open("/proc/self/smaps", encoding="utf-8") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:  # a mapping's header line
+                inside = fields[-1] == str(path)
+            elif inside and fields[0] == "Rss:":
+                total += int(fields[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux's /proc/self/smaps")
+def test_sessions_keep_no_mapped_weight_pages_and_still_compute(tiny_graphs, tmp_path):
+    """Pre-packing reads every mapped weight once; those pages leave the RSS after each session is made
+    (the page cache keeps them), and the sessions' results do not change. (An export of its own: other
+    tests' backends map the shared one and their runs touch it.)"""
+    graphs = {name: tiny_graphs[name] for name in ("encoder", "dense_decoder")}
+    backend = OnnxRuntimeBackend(export_graphs(graphs, tmp_path, model="tiny"))
+    weights = tmp_path / export.WEIGHTS_NAME
+    assert weights.stat().st_size > 1_000_000
+    assert _resident_kib(weights) < 64, "the weights pre-packing read are still resident"
+    inputs = _inputs("encoder", tiny_graphs["encoder"], 1)
+    got = backend.run("encoder", **inputs)["context"]
+    want = TorchBackend(tiny_graphs).run("encoder", **inputs)["context"].numpy()
+    np.testing.assert_allclose(got, want, atol=FLOAT_TOLERANCE, rtol=0)
 
 
 def test_a_corrupt_weights_file_is_reported(tiny, tmp_path):
