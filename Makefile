@@ -9,7 +9,7 @@ DEMO := out/demo
 # downloads EPFL-VILAB/4M-21_B and its tokenizers (about 5 GB) and runs them instead.
 WEIGHTS ?= random
 WEIGHT_ARGS := $(if $(filter random,$(WEIGHTS)),--random-weights,)
-# torch, not the CPU default ONNX Runtime: that one first exports ~4 GB of ONNX graphs into the cache.
+# backend=torch whatever `auto` would pick: on a GPU machine TensorRT would first export and build engines.
 
 # The JetPack lane: the whole suite on Python 3.10 with the oldest versions the README supports on JetPack 6
 # (numpy 1.x, Pillow 9.0.1, onnxruntime 1.23, torch 2.5), every package of requirements.txt pinned by

@@ -37,8 +37,8 @@ CPU_REASON = (
 # 1.061 / 0.967, segmentation 0.399 / 0.385, sequence cross K/V 0.319 / 0.272, caption step 0.032 / 0.058
 # per token. With the default precision the three tokenizer decoders run bf16 on torch either way, so the
 # dense path differs only in the encoder and dense decoder (torch 1.09 s, ONNX Runtime 1.15 s). Peak RSS of
-# the whole job (fourm_ros.benchmarks.dense --rss): torch 4.8 GiB, ONNX Runtime 7.0 GiB (its per-session
-# pre-packed weights); start 9 s against 22 s plus a one-off 45-60 s export of 3.3 GB.
+# the whole job (fourm_ros.benchmarks.dense --rss): torch 4.8 GiB, ONNX Runtime 5.1 GiB (its per-session
+# pre-packed weights); start 10 s against 22 s plus a one-off 45-60 s export of 3.5 GB.
 
 
 def tensorrt_problem(device: str = "cuda") -> str | None:
