@@ -277,16 +277,6 @@ def replay(
                 if node_inputs
                 else (camera.image_topic, camera.info_topic or f"{prefix}/{topics.CAMERA_INFO}")
             )
-            image_pub = player.create_publisher(camera.image_type, image_name, 10)
-            info_pub = player.create_publisher(CameraInfo, info_name, 10)
-            depth_pubs = (
-                None
-                if depth is None
-                else (
-                    player.create_publisher(Image, depth.image_topic, 10),
-                    player.create_publisher(CameraInfo, depth.info_topic, 10) if depth.info_topic else None,
-                )
-            )
             recorder = _Recorder(player, prefix, bag, keep)
             executor.add_node(player)
             if node_factory is not None:
@@ -297,6 +287,18 @@ def replay(
             wait_until_started = getattr(nodes[-1], "wait_until_started", None) if node_factory else None
             if wait_until_started is not None:  # perception_node loads in the background; frames meanwhile
                 wait_until_started()  # would be dropped (other in-process nodes are ready at once)
+            # The camera publishers appear once the node has started: a matched publisher that sends
+            # nothing while the node loads its weights would be reported as a silent camera.
+            image_pub = player.create_publisher(camera.image_type, image_name, 10)
+            info_pub = player.create_publisher(CameraInfo, info_name, 10)
+            depth_pubs = (
+                None
+                if depth is None
+                else (
+                    player.create_publisher(Image, depth.image_topic, 10),
+                    player.create_publisher(CameraInfo, depth.info_topic, 10) if depth.info_topic else None,
+                )
+            )
             if not _wait(lambda: image_pub.get_subscription_count() > 0, connect_timeout_s):
                 raise ReplayError(
                     f"no node subscribes to {image_pub.topic_name}; start perception_node so that it reads "

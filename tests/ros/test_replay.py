@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
+import rclpy.node
 import yaml
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.executors import SingleThreadedExecutor
@@ -87,6 +88,34 @@ def test_replay_needs_a_listening_node_and_leaves_no_empty_bag(tmp_path):
     with pytest.raises(ReplayError, match="no node subscribes to /camera/image_raw"):
         replay(source, tmp_path / "out", connect_timeout_s=0.5)
     assert not (tmp_path / "out").exists()
+
+
+class _SlowStartingNode(rclpy.node.Node):
+    """Stands for perception_node loading its weights: it listens to the camera from the start, and notes
+    how many camera publishers it saw when its start finished."""
+
+    def __init__(self, context):
+        super().__init__("slow_starting", context=context)
+        self.create_subscription(Image, "/camera/image_raw", lambda msg: None, 10)
+        self.publishers_while_starting: int | None = None
+
+    def wait_until_started(self):
+        time.sleep(0.5)
+        self.publishers_while_starting = self.count_publishers("/camera/image_raw")
+
+
+def test_replay_publishes_the_camera_only_once_the_node_has_started(tmp_path):
+    """A camera publisher matched while the node loads would send nothing for seconds, and the node would
+    warn that the camera's frames are lost in transport (as make demo did)."""
+    started = []
+    source = write_camera_bag(tmp_path / "in", _frames()[:1])
+
+    def factory(context):
+        started.append(_SlowStartingNode(context))
+        return started[-1]
+
+    replay(source, tmp_path / "out", node_factory=factory, frame_timeout_s=0.5, connect_timeout_s=5)
+    assert started[0].publishers_while_starting == 0
 
 
 def test_replay_needs_a_camera_topic(tmp_path):
