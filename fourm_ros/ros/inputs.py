@@ -12,8 +12,9 @@ stays until the new one has matched the publishers, so no frame is lost in the s
 deliver meanwhile is passed on once.
 
 Frames that a transport drops are invisible to ROS (no sequence numbers), but a publisher that the
-subscription matches while no message arrives for ``silent_after_s`` is not: it is counted, logged
-(throttled) and reported in /diagnostics with the likely cause.
+subscription matches and has not heard from once, ``silent_after_s`` after it appeared, is not: it is
+counted, logged (throttled) and reported in /diagnostics with the likely cause (typically frames too large
+for the transport, which then never arrive).
 """
 
 from __future__ import annotations
@@ -74,7 +75,8 @@ class AdaptiveSubscription:
         self._silent_publishers = 0
         self._publisher_gids: tuple[bytes, ...] = ()
         self._quiet_since: float | None = None
-        self._messages_at_quiet_start = 0
+        self._messages_at_match = 0
+        """``messages`` when the current set of publishers appeared: none since is a silent publisher."""
         self._last_stamp: tuple[int, int, str] | None = None
         self._retiring: Subscription | None = None
         self.subscription: Subscription = self._subscribe()
@@ -109,14 +111,17 @@ class AdaptiveSubscription:
                     f"{self.topic}: {len(infos)} publisher(s) ({_reliabilities(infos)}); subscribed "
                     f"[{describe_qos(self.qos)}]"
                 )
+        if gids != self._publisher_gids:
+            self._messages_at_match, self._quiet_since = self.messages, None
         self._publisher_gids = gids
         self._watch_silence(time.monotonic())
 
     def _watch_silence(self, now: float) -> None:
+        """Count and log matched publishers not heard from once since they appeared. One heard from is a
+        camera that can pause (a bag that ended, a driver between streams), not a transport losing it."""
         matched = self.matched()
-        if matched == 0 or self.messages != self._messages_at_quiet_start:
-            self._quiet_since = now if matched else None
-            self._messages_at_quiet_start = self.messages
+        if matched == 0 or self.messages != self._messages_at_match:
+            self._quiet_since = None
             self._silent_publishers = 0
             return
         if self._quiet_since is None:
