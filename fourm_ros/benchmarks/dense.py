@@ -245,13 +245,14 @@ def peak_rss_child(variant: str, size: str, cache_dir: str) -> dict[str, Any]:
     dense = time.perf_counter() - start
     rgb = preprocess([frame])[0]
     _touch_sequences(pipeline, rgb)
+    anonymous, file_backed = resident_gib()
     return {
         "start_s": started,
         "dense_s": dense,
         "stages": {stage: results[0].timings.get(stage, 0.0) for stage in DENSE_STAGES},
         "peak_rss_gib": peak_rss_gib(),
-        "anon_gib_end": resident_gib()[0],
-        "file_gib_end": resident_gib()[1],
+        "anon_gib_end": anonymous,
+        "file_gib_end": file_backed,
         "describe": pipeline.describe(),
     }
 
