@@ -149,7 +149,7 @@ class OnnxRuntimeBackend(Backend):
             options.log_severity_level = 3  # errors only; ORT's optimiser notes would flood the node's log
             # Each session has its own thread pool, whose idle workers spin by default: a token step runs
             # three sessions in turn and the two lanes run at once, so spinning workers of one session
-            # took the cores from the next (caption step 0.080 → 0.056 s per token with spinning off).
+            # took the cores from the next (one-off A/B: a caption step 0.080 → 0.056 s, spinning off).
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if not prepack:
                 options.add_session_config_entry("session.disable_prepacking", "1")

@@ -5,8 +5,8 @@ and nowhere else. Thread-safe: every call runs in inference mode, which is per t
 
 Convolution weights are laid out channels-last, the layout oneDNN's (and cuDNN's) convolutions prefer: the
 DiVAE UNets' activations then stay channels-last from one convolution to the next instead of being
-converted around each (interleaved A/B runs of the B UNet on this machine's CPU: 6 % faster in float32,
-12 % in bfloat16). The values are unchanged, only their strides.
+converted around each (one-off interleaved A/B runs of the B UNet on this machine's CPU: 6 % faster in
+float32, 12 % in bfloat16). The values are unchanged, only their strides.
 """
 
 from __future__ import annotations
