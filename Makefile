@@ -14,6 +14,8 @@ WEIGHT_ARGS := $(if $(filter random,$(WEIGHTS)),--random-weights,)
 # The JetPack lane: the whole suite on Python 3.10 with the oldest versions the README supports on JetPack 6
 # (numpy 1.x, Pillow 9.0.1, onnxruntime 1.23, torch 2.5), every package of requirements.txt pinned by
 # constraints/jetpack6.txt, in its own .venv-jp6. .ci/run runs it after `make test`.
+# pip keeps no wheel cache (--no-cache-dir): the lane's torch 2.5.1 with its nvidia-* wheels is 2.6 GB of
+# downloads on top of 5 GB installed, and a CI disk once ran out holding both.
 JP6_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10.*/bin/python3.10) $(shell command -v python3.10))
 JP6_VENV := .venv-jp6
 JP6_STAMP := $(JP6_VENV)/.installed
@@ -22,8 +24,8 @@ JP6_STAMP := $(JP6_VENV)/.installed
 
 $(STAMP): requirements.txt setup.py pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check -r requirements.txt
-	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir -r requirements.txt
+	$(VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 # The RGB-D part: 3 frames of the synthetic room with registered depth, replayed with its depth topic, so
@@ -50,9 +52,9 @@ $(JP6_STAMP): requirements.txt constraints/jetpack6.txt constraints/jetpack6-ci.
 	@test -n "$(JP6_PYTHON)" || { echo "test-jetpack needs Python 3.10 (pyenv install 3.10.13)"; exit 1; }
 	test -x $(JP6_VENV)/bin/python || $(JP6_PYTHON) -m venv $(JP6_VENV)
 	sed -e 's/[=<>~!].*//' -e '/^#/d' -e '/^$$/d' requirements.txt > $(JP6_VENV)/packages.txt
-	$(JP6_VENV)/bin/python -m pip install --quiet --disable-pip-version-check \
+	$(JP6_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir \
 		-c constraints/jetpack6.txt -c constraints/jetpack6-ci.txt -r $(JP6_VENV)/packages.txt
-	$(JP6_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(JP6_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps --no-build-isolation -e .
 	$(JP6_VENV)/bin/python -m pip check
 	touch $(JP6_STAMP)
 

@@ -12,8 +12,10 @@ from fourm_ros.pipeline.config import ConfigError, PipelineConfig
 from fourm_ros.pipeline.pipeline import Pipeline
 from fourm_ros.sample import sample_frames
 
-MAP_TOLERANCE = 1e-4
-"""Depth (standardised, O(1)) and unit normals: float32 differences between the backends are ~1e-5."""
+MAP_TOLERANCE = 1e-3
+"""Depth (standardised, O(1)) and unit normals: float32 differences between the backends are ~1e-5, with
+outliers where a normal is renormalised from a short vector (CI once saw 1.2e-4 in 1 of 150 528 values);
+bf16 in a decoder would differ by ~1e-2."""
 AGREEMENT = Fp16Thresholds(
     dense_token_agreement=0.999,
     sequence_token_agreement=0.95,
