@@ -6,7 +6,9 @@ and nowhere else. Thread-safe: every call runs in inference mode, which is per t
 Convolution weights are laid out channels-last, the layout oneDNN's (and cuDNN's) convolutions prefer: the
 DiVAE UNets' activations then stay channels-last from one convolution to the next instead of being
 converted around each (one-off interleaved A/B runs of the B UNet on this machine's CPU: 6 % faster in
-float32, 12 % in bfloat16). The values are unchanged, only their strides.
+float32, 12 % in bfloat16). The values are unchanged, only their strides. On the CPU, bfloat16
+convolutions and linear layers also keep their weights in oneDNN's blocked layout after their first call
+(``fourm_ros.backends.prepacked``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch import nn
 
 from fourm_ros.backends.base import Backend
+from fourm_ros.backends.prepacked import prepack_weights
 
 
 class TorchBackend(Backend):
@@ -27,6 +30,9 @@ class TorchBackend(Backend):
     def __init__(self, graphs: Mapping[str, nn.Module], device: str | torch.device = "cpu"):
         self._graphs = {name: graph.to(memory_format=torch.channels_last) for name, graph in graphs.items()}
         self.device = torch.device(device)
+        if self.device.type == "cpu":
+            for graph in self._graphs.values():
+                prepack_weights(graph)
         self._dtypes = {name: next(graph.parameters()).dtype for name, graph in self._graphs.items()}
 
     @property
