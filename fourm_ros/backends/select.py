@@ -28,8 +28,8 @@ LOG = logging.getLogger("fourm_ros.backends")
 EXPORT_LOG = logging.getLogger("fourm_ros.export")
 CPU_BACKEND = "torch"
 CPU_REASON = (
-    "on a CPU torch is as fast as ONNX Runtime on the dense stages, 1.8x faster per sequence token, and "
-    "needs less memory and no export (python -m fourm_ros.benchmarks.backends)"
+    "on a CPU torch takes 0.9-1.2x ONNX Runtime's time on the dense stages and 0.4-0.9x per sequence "
+    "token, and needs less memory and no export (python -m fourm_ros.benchmarks.backends)"
 )
 # Why torch on a CPU (it was ONNX Runtime until torch updated its KV cache in place): fourm_ros.benchmarks
 # .backends, 4M-21 B job, 2-core AMD EPYC, torch 2.13 / onnxruntime 1.32, one frame, seconds (torch fp32 /
@@ -38,7 +38,9 @@ CPU_REASON = (
 # per token. With the default precision the three tokenizer decoders run bf16 on torch either way, so the
 # dense path differs only in the encoder and dense decoder (torch 1.09 s, ONNX Runtime 1.15 s). Peak RSS of
 # the whole job (fourm_ros.benchmarks.dense --rss): torch 4.8 GiB, ONNX Runtime 5.1 GiB (its per-session
-# pre-packed weights); start 10 s against 22 s plus a one-off 45-60 s export of 3.5 GB.
+# pre-packed weights); start 10 s against 22 s plus a one-off 45-60 s export of 3.5 GB. A run on 2026-12-02,
+# when the machine's fp32 matmul rate was lower (109-135 instead of 187 GFLOP/s): encoder 0.233 / 0.193, dense
+# decoder 0.946 / 0.878, depth x0 1.194 / 0.989, caption step 0.052 / 0.059 (README, Performance).
 
 
 def tensorrt_problem(device: str = "cuda") -> str | None:
