@@ -7,8 +7,8 @@ Convolution weights are laid out channels-last, the layout oneDNN's (and cuDNN's
 DiVAE UNets' activations then stay channels-last from one convolution to the next instead of being
 converted around each (one-off interleaved A/B runs of the B UNet on this machine's CPU: 6 % faster in
 float32, 12 % in bfloat16). The values are unchanged, only their strides. On the CPU, bfloat16
-convolutions and linear layers also keep their weights in oneDNN's blocked layout after their first call
-(``fourm_ros.backends.prepacked``).
+convolutions and linear layers also keep their weights in oneDNN's blocked layout after their first call,
+and float32 linear layers run on oneDNN instead of MKL (``fourm_ros.backends.onednn``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from fourm_ros.backends.base import Backend
-from fourm_ros.backends.prepacked import prepack_weights
+from fourm_ros.backends.onednn import use_onednn
 
 
 class TorchBackend(Backend):
@@ -32,7 +32,7 @@ class TorchBackend(Backend):
         self.device = torch.device(device)
         if self.device.type == "cpu":
             for graph in self._graphs.values():
-                prepack_weights(graph)
+                use_onednn(graph)
         self._dtypes = {name: next(graph.parameters()).dtype for name, graph in self._graphs.items()}
 
     @property

@@ -3,6 +3,7 @@ ceilings, peak memory."""
 
 from __future__ import annotations
 
+import math
 import resource
 import statistics
 import time
@@ -10,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, flop_registry, register_flop_formula
 
 
 def median_seconds(call: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
@@ -26,10 +27,33 @@ def median_seconds(call: Callable[[], object], repeats: int = 5, warmup: int = 2
 
 
 def count_flops(call: Callable[[], object]) -> int:
-    """FLOPs of one call (2 per multiply-add); the math attention backend makes attention countable."""
+    """FLOPs of one call (2 per multiply-add); the math attention backend makes attention countable, and
+    the oneDNN layers of the torch backend (``fourm_ros.backends.onednn``) are counted like PyTorch's."""
+    _register_onednn_flops()
     with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
         call()
     return counter.get_total_flops()
+
+
+def _linear_flops(x_shape: list[int], w_shape: list[int], *args: object, **kwargs: object) -> int:
+    return 2 * math.prod(x_shape[:-1]) * w_shape[0] * w_shape[1]
+
+
+def _convolution_flops(
+    x_shape: list[int], w_shape: list[int], *args: object, out_shape: list[int], **kwargs: object
+) -> int:
+    return conv_flop_count(x_shape, w_shape, out_shape)
+
+
+def _register_onednn_flops() -> None:
+    """Teach FlopCounterMode the two oneDNN operators (it counts only the operators it knows)."""
+    formulas = {
+        torch.ops.mkldnn._linear_pointwise: _linear_flops,
+        torch.ops.mkldnn._convolution_pointwise: _convolution_flops,
+    }
+    for operator, formula in formulas.items():
+        if operator not in flop_registry:
+            register_flop_formula(operator)(formula)
 
 
 def matmul_flops_per_second(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
