@@ -97,7 +97,7 @@ def use_onednn(module: nn.Module) -> int:
     weights), float32 linear layers on x86_64. Returns how many; none where torch has no oneDNN."""
     if not torch.backends.mkldnn.is_available():
         return 0
-    bfloat16, x86 = _onednn_has_bfloat16(), platform.machine().lower() in ("x86_64", "amd64")
+    bfloat16, x86 = onednn_has_bfloat16(), platform.machine().lower() in ("x86_64", "amd64")
     count = 0
     for child in module.modules():
         kind = type(child)
@@ -110,6 +110,7 @@ def use_onednn(module: nn.Module) -> int:
     return count
 
 
-def _onednn_has_bfloat16() -> bool:
+def onednn_has_bfloat16() -> bool:
+    """Whether oneDNN has bfloat16 kernels on this CPU (AVX-512 BF16 / AMX on x86, BF16 on Arm)."""
     supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return supported is not None and bool(supported())

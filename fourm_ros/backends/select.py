@@ -38,9 +38,10 @@ CPU_REASON = (
 # per token. With the default precision the three tokenizer decoders run bf16 on torch either way, so the
 # dense path differs only in the encoder and dense decoder (torch 1.09 s, ONNX Runtime 1.15 s). Peak RSS of
 # the whole job (fourm_ros.benchmarks.dense --rss): torch 4.8 GiB, ONNX Runtime 5.1 GiB (its per-session
-# pre-packed weights); start 10 s against 22 s plus a one-off 45-60 s export of 3.5 GB. A run on 2026-12-02,
-# when the machine's fp32 matmul rate was lower (109-135 instead of 187 GFLOP/s): encoder 0.233 / 0.193, dense
-# decoder 0.946 / 0.878, depth x0 1.194 / 0.989, caption step 0.052 / 0.059 (README, Performance).
+# pre-packed weights); start 10 s against 22 s plus a one-off 45-60 s export of 3.5 GB. On 2026-12-02 (an AMD
+# host, where MKL's float32 is slow; torch's float32 linear layers now run on oneDNN, fourm_ros.backends
+# .onednn): encoder 0.211 / 0.227, dense decoder 0.840 / 0.819, depth x0 1.248 / 1.060, caption step 0.036 /
+# 0.059 (README, Performance).
 
 
 def tensorrt_problem(device: str = "cuda") -> str | None:

@@ -13,6 +13,8 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, flop_registry, register_flop_formula
 
+from fourm_ros.backends.onednn import onednn_has_bfloat16
+
 
 def median_seconds(call: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
     """Median wall time of ``call`` after ``warmup`` calls (allocator, oneDNN kernel builds)."""
@@ -57,9 +59,14 @@ def _register_onednn_flops() -> None:
 
 
 def matmul_flops_per_second(dtype: torch.dtype, size: int = 2048, repeats: int = 5) -> float:
-    """Dense square matmul throughput: the practical ceiling for the transformers' Linear layers."""
+    """Dense square matmul throughput: the practical ceiling for the transformers' Linear layers, the faster
+    of PyTorch's matmul (MKL for float32) and oneDNN's linear kernel (the torch backend's, see
+    ``fourm_ros.backends.onednn``; far faster than MKL on AMD processors)."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
-    return 2 * size**3 / median_seconds(lambda: a @ b, repeats)
+    calls = [lambda: a @ b]
+    if torch.backends.mkldnn.is_available() and (dtype == torch.float32 or onednn_has_bfloat16()):
+        calls.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
+    return 2 * size**3 / min(median_seconds(call, repeats) for call in calls)
 
 
 def read_bandwidth(megabytes: int = 1024, repeats: int = 5) -> float:

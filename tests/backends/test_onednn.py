@@ -15,7 +15,7 @@ from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.tokenizers.unet import GroupNorm32
 
 needs_onednn_bf16 = pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and onednn._onednn_has_bfloat16()),
+    not (torch.backends.mkldnn.is_available() and onednn.onednn_has_bfloat16()),
     reason="oneDNN has no bfloat16 kernels on this CPU",
 )
 needs_x86_onednn = pytest.mark.skipif(
