@@ -48,8 +48,15 @@ class _OneDnn:
         weight = self.weight
         key = (weight.data_ptr(), 0 if weight.is_inference() else weight._version)
         if self._prepacked is None or self._prepacked[0] != key:
-            self._prepacked = (key, self._reorder(self.weight.detach(), x))
+            self._prepacked = (key, self._reorder(weight.detach(), x))
         return self._prepacked[1]
+
+    def __getstate__(self) -> dict:
+        """Copies and pickles leave the reordered weight behind (oneDNN's opaque tensors cannot be copied);
+        the copy makes its own at its first call."""
+        state = dict(super().__getstate__())
+        state.pop("_prepacked", None)
+        return state
 
 
 class OneDnnConv2d(_OneDnn, nn.Conv2d):

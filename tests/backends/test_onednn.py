@@ -49,6 +49,10 @@ def test_bfloat16_layers_give_the_same_bits_at_any_batch():
         for batch in (1, 3, 1):  # reordered for the first call's shape, reused for the others
             assert torch.equal(fast(_input(batch)), plain(_input(batch)))
     assert all(layer._prepacked is not None for layer in _onednn(fast)), "the reordered weights are kept"
+    copied = copy.deepcopy(fast)
+    assert all(layer._prepacked is None for layer in _onednn(copied)), "a copy makes its own"
+    with torch.inference_mode():
+        assert torch.equal(copied(_input(2)), plain(_input(2)))
 
 
 @needs_onednn_bf16
