@@ -497,13 +497,17 @@ class PerceptionNode(Node):
     def _run_sequences(self, frames: list[_Frame]) -> None:
         sensors = self._sensors(frames) if self.pipeline.takes_depth else None
         self._duty.start()
-        with self._turns.held():
-            results = self.pipeline.sequences(
-                [frame.rgb for frame in frames],
-                frames[0].sequence_tasks,
-                depth=sensors,
-                pause=self._turns.handing_over(self._pause_sequence),
-            )
+        try:
+            with self._turns.held():
+                results = self.pipeline.sequences(
+                    [frame.rgb for frame in frames],
+                    frames[0].sequence_tasks,
+                    depth=sensors,
+                    pause=self._turns.handing_over(self._pause_sequence),
+                )
+        except _Stopping:  # ended on purpose: not a fault, nothing to publish
+            self.get_logger().info("sequence lane: generation ended early, the node is shutting down")
+            return
         for frame, result in zip(frames, results, strict=True):
             self._deliver("sequence", frame, result)
 

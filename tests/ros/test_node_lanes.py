@@ -386,3 +386,4 @@ def test_a_shutdown_ends_a_generation_between_two_steps(components, monkeypatch)
     assert h.node.join_lanes(10.0)
     assert time.monotonic() - stopped_at < 5.0
     assert len(steps) < 60
+    assert h.node._lanes["sequence"].stats.snapshot().failed == {}, "a deliberate stop is not a fault"
