@@ -77,6 +77,9 @@ class AdaptiveSubscription:
         self._quiet_since: float | None = None
         self._messages_at_match = 0
         """``messages`` when the current set of publishers appeared: none since is a silent publisher."""
+        self._messages_at_refresh = 0
+        """``messages`` at the end of the last refresh: a message since may be from a publisher the next
+        refresh finds new (replay sends its first frame the moment it matches)."""
         self._last_stamp: tuple[int, int, str] | None = None
         self._retiring: Subscription | None = None
         self.subscription: Subscription = self._subscribe()
@@ -112,9 +115,10 @@ class AdaptiveSubscription:
                     f"[{describe_qos(self.qos)}]"
                 )
         if gids != self._publisher_gids:
-            self._messages_at_match, self._quiet_since = self.messages, None
+            self._messages_at_match, self._quiet_since = self._messages_at_refresh, None
         self._publisher_gids = gids
         self._watch_silence(time.monotonic())
+        self._messages_at_refresh = self.messages
 
     def _watch_silence(self, now: float) -> None:
         """Count and log matched publishers not heard from once since they appeared. One heard from is a

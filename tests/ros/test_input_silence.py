@@ -62,3 +62,37 @@ def test_a_paused_camera_is_not_silent_but_a_new_unheard_one_is():
         assert _spin_until(executor, subscription, lambda: subscription.report().silent_periods == 1)
     finally:
         rclpy.try_shutdown(context=context)
+
+
+def test_a_frame_that_arrives_before_the_publisher_is_noticed_counts_as_heard():
+    """Replay sends its first frame as soon as it matches, before the node's next refresh sees the new
+    publisher; lock-step then waits for that frame's results (seconds): that camera is not silent."""
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        reader = rclpy.create_node("silence_reader", context=context)
+        camera = rclpy.create_node("silence_camera", context=context)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(reader)
+        executor.add_node(camera)
+        received = []
+        subscription = AdaptiveSubscription(
+            reader,
+            Image,
+            TOPIC,
+            received.append,
+            make_qos("input"),
+            auto_reliability=False,
+            silent_after_s=SILENT_AFTER_S,
+        )
+        publisher = camera.create_publisher(Image, TOPIC, 10)
+        deadline = time.monotonic() + 5.0
+        while not received and time.monotonic() < deadline:  # no refresh between match and receipt
+            if publisher.get_subscription_count() > 0:
+                publisher.publish(Image(height=2, width=2, encoding="mono8", step=2, data=bytes(4)))
+            executor.spin_once(timeout_sec=0.05)
+        assert received
+        _idle(executor, subscription, 4 * SILENT_AFTER_S)
+        assert subscription.report().silent_periods == 0
+    finally:
+        rclpy.try_shutdown(context=context)
