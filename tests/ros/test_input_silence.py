@@ -2,7 +2,9 @@
 then paused (a bag that ended, a paused player, replay waiting for the node) is not."""
 
 import time
+from dataclasses import dataclass, field
 
+import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
@@ -28,7 +30,22 @@ def _idle(executor, subscription, seconds):
     _spin_until(executor, subscription, lambda: False, seconds)
 
 
-def test_a_paused_camera_is_not_silent_but_a_new_unheard_one_is():
+IMAGE = Image(height=2, width=2, encoding="mono8", step=2, data=bytes(4))
+
+
+@dataclass
+class Setup:
+    """A reader node's input subscription and one camera node, spun by hand on one executor."""
+
+    context: rclpy.Context
+    executor: SingleThreadedExecutor
+    camera: rclpy.node.Node
+    subscription: AdaptiveSubscription
+    received: list = field(default_factory=list)
+
+
+@pytest.fixture
+def setup():
     context = rclpy.Context()
     rclpy.init(context=context)
     try:
@@ -47,52 +64,37 @@ def test_a_paused_camera_is_not_silent_but_a_new_unheard_one_is():
             auto_reliability=True,
             silent_after_s=SILENT_AFTER_S,
         )
-        publisher = camera.create_publisher(Image, TOPIC, 10)
-        assert _spin_until(executor, subscription, lambda: subscription.matched() == 1)
-        image = Image(height=2, width=2, encoding="mono8", step=2, data=bytes(4))
-        assert _spin_until(executor, subscription, lambda: (publisher.publish(image), bool(received))[1])
-
-        _idle(executor, subscription, 4 * SILENT_AFTER_S)  # the camera pauses, still matched
-        assert subscription.matched() == 1
-        assert subscription.report().silent_periods == 0
-
-        silent = rclpy.create_node("silence_second_camera", context=context)
-        silent.create_publisher(Image, TOPIC, 10)  # matched, never publishes
-        executor.add_node(silent)
-        assert _spin_until(executor, subscription, lambda: subscription.report().silent_periods == 1)
+        yield Setup(context, executor, camera, subscription, received)
     finally:
         rclpy.try_shutdown(context=context)
 
 
-def test_a_frame_that_arrives_before_the_publisher_is_noticed_counts_as_heard():
+def test_a_paused_camera_is_not_silent_but_a_new_unheard_one_is(setup):
+    executor, subscription, received = setup.executor, setup.subscription, setup.received
+    publisher = setup.camera.create_publisher(Image, TOPIC, 10)
+    assert _spin_until(executor, subscription, lambda: subscription.matched() == 1)
+    assert _spin_until(executor, subscription, lambda: (publisher.publish(IMAGE), bool(received))[1])
+
+    _idle(executor, subscription, 4 * SILENT_AFTER_S)  # the camera pauses, still matched
+    assert subscription.matched() == 1
+    assert subscription.report().silent_periods == 0
+
+    silent = rclpy.create_node("silence_second_camera", context=setup.context)
+    silent.create_publisher(Image, TOPIC, 10)  # matched, never publishes
+    executor.add_node(silent)
+    assert _spin_until(executor, subscription, lambda: subscription.report().silent_periods == 1)
+
+
+def test_a_frame_that_arrives_before_the_publisher_is_noticed_counts_as_heard(setup):
     """Replay sends its first frame as soon as it matches, before the node's next refresh sees the new
     publisher; lock-step then waits for that frame's results (seconds): that camera is not silent."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    try:
-        reader = rclpy.create_node("silence_reader", context=context)
-        camera = rclpy.create_node("silence_camera", context=context)
-        executor = SingleThreadedExecutor(context=context)
-        executor.add_node(reader)
-        executor.add_node(camera)
-        received = []
-        subscription = AdaptiveSubscription(
-            reader,
-            Image,
-            TOPIC,
-            received.append,
-            make_qos("input"),
-            auto_reliability=False,
-            silent_after_s=SILENT_AFTER_S,
-        )
-        publisher = camera.create_publisher(Image, TOPIC, 10)
-        deadline = time.monotonic() + 5.0
-        while not received and time.monotonic() < deadline:  # no refresh between match and receipt
-            if publisher.get_subscription_count() > 0:
-                publisher.publish(Image(height=2, width=2, encoding="mono8", step=2, data=bytes(4)))
-            executor.spin_once(timeout_sec=0.05)
-        assert received
-        _idle(executor, subscription, 4 * SILENT_AFTER_S)
-        assert subscription.report().silent_periods == 0
-    finally:
-        rclpy.try_shutdown(context=context)
+    executor, subscription, received = setup.executor, setup.subscription, setup.received
+    publisher = setup.camera.create_publisher(Image, TOPIC, 10)
+    deadline = time.monotonic() + 5.0
+    while not received and time.monotonic() < deadline:  # no refresh between match and receipt
+        if publisher.get_subscription_count() > 0:
+            publisher.publish(IMAGE)
+        executor.spin_once(timeout_sec=0.05)
+    assert received
+    _idle(executor, subscription, 4 * SILENT_AFTER_S)
+    assert subscription.report().silent_periods == 0
