@@ -2,7 +2,7 @@
 then paused (a bag that ended, a paused player, replay waiting for the node) is not."""
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 import rclpy
@@ -41,7 +41,7 @@ class Setup:
     executor: SingleThreadedExecutor
     camera: rclpy.node.Node
     subscription: AdaptiveSubscription
-    received: list = field(default_factory=list)
+    received: list
 
 
 @pytest.fixture
