@@ -46,6 +46,11 @@ from fourm_ros.ros.qos import make_qos
 LOG = logging.getLogger("fourm_ros.replay")
 INFO_LEAD_S = 0.02
 """Pause between a frame's camera_info and its image: messages of two topics are not ordered by DDS."""
+MATCH_SETTLE_S = 2.0
+"""Pause between the node's subscription matching the camera publishers and the first frame. DDS can match
+the writer side before the reader side (a frame sent at once never arrives: CI lost one so on a loaded
+machine), and perception_node moves a best-effort input to reliable within about a second of seeing a
+reliable publisher."""
 LAST_OUTPUTS_S = 0.5
 """How long to keep recording after the last frame is done: its other outputs are still in flight."""
 LANES_JOIN_S = 60.0
@@ -312,6 +317,7 @@ def replay(
                     f"no node subscribes to the depth topic {depth.image_topic}; run perception_node with "
                     f"ros.depth_topic set to it (replay --run-node does), or replay without --depth-topic"
                 )
+            time.sleep(MATCH_SETTLE_S)
             frames = sum(c.msgcount for c in reader.connections if c.topic == camera.image_topic)
 
             def record(topic: str, message: object) -> None:
