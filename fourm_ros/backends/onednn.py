@@ -18,6 +18,7 @@ for export always take the plain PyTorch path.
 
 from __future__ import annotations
 
+import functools
 import platform
 
 import torch
@@ -25,22 +26,31 @@ from torch import nn
 
 
 class _OneDnn:
-    """The reordered-weight cache of a layer (mixed into ``nn.Conv2d`` / ``nn.Linear``, which define
+    """The oneDNN path of a layer (mixed into ``nn.Conv2d`` / ``nn.Linear``, which define
     ``_reorder(weight, x)``: the bf16 weight in oneDNN's layout for inputs like ``x``)."""
 
     weight: nn.Parameter
+    _float32_on_onednn = False
+    """Whether float32 calls take oneDNN too (linear layers on x86_64; float32 convolutions already do)."""
     _prepacked: tuple[tuple[int, int], torch.Tensor] | None = None
     """(the plain weight's data pointer and version, the reordered weight made from it)."""
 
-    def _inference_on_cpu(self, x: torch.Tensor, dtype: torch.dtype) -> bool:
-        """``dtype`` inference on the CPU; not autograd, not a trace (an export records the plain op)."""
-        return (
-            x.device.type == "cpu"
-            and x.dtype == dtype
-            and self.weight.dtype == dtype
-            and not (torch.is_grad_enabled() and self.weight.requires_grad)
-            and not torch.jit.is_tracing()
-        )
+    def _onednn_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The weight to hand oneDNN for this call, or None for the plain PyTorch path: inference on the
+        CPU in the weight's dtype, where oneDNN has kernels for it; not autograd, not a trace (an export
+        records the plain op)."""
+        if (
+            x.device.type != "cpu"
+            or x.dtype != self.weight.dtype
+            or (torch.is_grad_enabled() and self.weight.requires_grad)
+            or torch.jit.is_tracing()
+        ):
+            return None
+        if x.dtype == torch.bfloat16 and onednn_has_bfloat16():
+            return self._reordered(x)
+        if x.dtype == torch.float32 and self._float32_on_onednn and onednn_float32_linear():
+            return self.weight
+        return None
 
     def _reordered(self, x: torch.Tensor) -> torch.Tensor:
         """The reordered weight, made again if the plain weight was replaced or changed in place (an
@@ -63,11 +73,16 @@ class OneDnnConv2d(_OneDnn, nn.Conv2d):
     """``nn.Conv2d`` whose bfloat16 CPU inference uses a weight reordered once for oneDNN; any other call is
     the plain convolution (float32 convolutions already run on oneDNN)."""
 
+    def _onednn_weight(self, x: torch.Tensor) -> torch.Tensor | None:
+        if self.padding_mode != "zeros" or isinstance(self.padding, str):
+            return None  # padding oneDNN's kernel does not take
+        return super()._onednn_weight(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plain = self.padding_mode != "zeros" or isinstance(self.padding, str)
-        if plain or not self._inference_on_cpu(x, torch.bfloat16):
+        weight = self._onednn_weight(x)
+        if weight is None:
             return super().forward(x)
-        weight, (padding, stride, dilation) = self._reordered(x), self._geometry()
+        padding, stride, dilation = self._geometry()
         return torch.ops.mkldnn._convolution_pointwise(
             x, weight, self.bias, padding, stride, dilation, self.groups, "none", [], ""
         )
@@ -86,12 +101,13 @@ class OneDnnLinear(_OneDnn, nn.Linear):
     """``nn.Linear`` on oneDNN in CPU inference: bfloat16 with a weight reordered once, float32 with the
     plain weight; any other call is the plain matrix product."""
 
+    _float32_on_onednn = True
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._inference_on_cpu(x, torch.bfloat16):
-            return torch.ops.mkldnn._linear_pointwise(x, self._reordered(x), self.bias, "none", [], "")
-        if self._inference_on_cpu(x, torch.float32):
-            return torch.ops.mkldnn._linear_pointwise(x, self.weight, self.bias, "none", [], "")
-        return super().forward(x)
+        weight = self._onednn_weight(x)
+        if weight is None:
+            return super().forward(x)
+        return torch.ops.mkldnn._linear_pointwise(x, weight, self.bias, "none", [], "")
 
     def _reorder(self, weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.mkldnn._reorder_linear_weight(weight, x.numel() // x.shape[-1])
@@ -102,22 +118,28 @@ def use_onednn(module: nn.Module) -> int:
     and state-dict keys; only ``forward`` changes): bfloat16 convolutions and linear layers where oneDNN
     has bfloat16 kernels (AVX-512 or Arm BF16; elsewhere eager torch uses its own kernels, which take plain
     weights), float32 linear layers on x86_64. Returns how many; none where torch has no oneDNN."""
-    if not torch.backends.mkldnn.is_available():
-        return 0
-    bfloat16, x86 = onednn_has_bfloat16(), platform.machine().lower() in ("x86_64", "amd64")
+    bfloat16, float32_linear = onednn_has_bfloat16(), onednn_float32_linear()
     count = 0
     for child in module.modules():
         kind = type(child)
         if kind not in (nn.Conv2d, nn.Linear):
             continue
         dtype = child.weight.dtype
-        if (dtype == torch.bfloat16 and bfloat16) or (kind is nn.Linear and dtype == torch.float32 and x86):
+        float32 = kind is nn.Linear and dtype == torch.float32 and float32_linear
+        if float32 or (dtype == torch.bfloat16 and bfloat16):
             child.__class__ = OneDnnConv2d if kind is nn.Conv2d else OneDnnLinear
             count += 1
     return count
 
 
+@functools.cache
 def onednn_has_bfloat16() -> bool:
-    """Whether oneDNN has bfloat16 kernels on this CPU (AVX-512 BF16 / AMX on x86, BF16 on Arm)."""
+    """Whether torch's oneDNN has bfloat16 kernels on this CPU (AVX-512 BF16 / AMX on x86, BF16 on Arm)."""
     supported = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return supported is not None and bool(supported())
+    return torch.backends.mkldnn.is_available() and supported is not None and bool(supported())
+
+
+@functools.cache
+def onednn_float32_linear() -> bool:
+    """Whether float32 linear layers go to oneDNN: x86_64 with torch's oneDNN (measured against MKL there)."""
+    return torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")

@@ -13,7 +13,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count, flop_registry, register_flop_formula
 
-from fourm_ros.backends.onednn import onednn_has_bfloat16
+from fourm_ros.backends.onednn import onednn_float32_linear, onednn_has_bfloat16
 
 
 def median_seconds(call: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
@@ -64,7 +64,7 @@ def matmul_flops_per_second(dtype: torch.dtype, size: int = 2048, repeats: int =
     ``fourm_ros.backends.onednn``; far faster than MKL on AMD processors)."""
     a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
     calls = [lambda: a @ b]
-    if torch.backends.mkldnn.is_available() and (dtype == torch.float32 or onednn_has_bfloat16()):
+    if onednn_float32_linear() if dtype == torch.float32 else onednn_has_bfloat16():
         calls.append(lambda: torch.ops.mkldnn._linear_pointwise(a, b, None, "none", [], ""))
     return 2 * size**3 / min(median_seconds(call, repeats) for call in calls)
 

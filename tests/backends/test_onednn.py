@@ -2,7 +2,6 @@
 reordered once, float32 within float32 rounding."""
 
 import copy
-import platform
 
 import pytest
 import torch
@@ -15,12 +14,10 @@ from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.tokenizers.unet import GroupNorm32
 
 needs_onednn_bf16 = pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and onednn.onednn_has_bfloat16()),
-    reason="oneDNN has no bfloat16 kernels on this CPU",
+    not onednn.onednn_has_bfloat16(), reason="oneDNN has no bfloat16 kernels on this CPU"
 )
 needs_x86_onednn = pytest.mark.skipif(
-    not (torch.backends.mkldnn.is_available() and platform.machine().lower() in ("x86_64", "amd64")),
-    reason="float32 linear layers move to oneDNN on x86_64 only",
+    not onednn.onednn_float32_linear(), reason="float32 linear layers move to oneDNN on x86_64 only"
 )
 
 
