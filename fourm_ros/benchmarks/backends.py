@@ -1,4 +1,5 @@
-"""Backends side by side on this machine's CPU: torch fp32, torch bf16 and ONNX Runtime fp32, per stage.
+"""Backends side by side on this machine's CPU: torch fp32, torch bf16 (where the CPU has native bf16) and
+ONNX Runtime fp32, per stage.
 
     python -m fourm_ros.benchmarks.backends [--size B] [--threads N] [--repeats 3] [--caption-tokens 16]
 
@@ -32,7 +33,7 @@ from fourm_ros.backends.onnxruntime_backend import OnnxRuntimeBackend
 from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID
 from fourm_ros.pipeline.config import PipelineConfig
-from fourm_ros.pipeline.weights import PRECISION_TASKS, random_components
+from fourm_ros.pipeline.weights import PRECISION_TASKS, cpu_has_native_bfloat16, random_components
 
 
 def _interleaved_medians(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
@@ -141,9 +142,13 @@ def main(argv: list[str] | None = None) -> None:
         graphs["sequence_step"].cache_length,  # the step graph's cache: the longest max_tokens (poses)
         model.head_dim,
     )
-    bf16 = copy.deepcopy(components)
-    for name in ("model", "depth", "normals", "segmentation", "human_pose"):
-        setattr(bf16, name, getattr(bf16, name).to(torch.bfloat16))
+    bf16 = None
+    if cpu_has_native_bfloat16():
+        bf16 = copy.deepcopy(components)
+        for name in ("model", "depth", "normals", "segmentation", "human_pose"):
+            setattr(bf16, name, getattr(bf16, name).to(torch.bfloat16))
+    else:
+        print("this CPU has no native bfloat16: torch bf16 is not run (emulated bf16 is slower than float32)")
 
     fingerprint, seconds = _timed(lambda: weights_fingerprint(graphs))
     print(f"weights fingerprint (every start of an exported backend): {seconds:.1f} s")
@@ -158,13 +163,12 @@ def main(argv: list[str] | None = None) -> None:
         ort, seconds = _timed(lambda: OnnxRuntimeBackend(manifest, threads=args.threads))
         print(f"ONNX Runtime sessions (every start): {seconds:.1f} s")
 
-        backends: dict[str, Backend] = {
-            "torch fp32": TorchBackend(graphs),
-            "torch bf16": TorchBackend(
+        backends: dict[str, Backend] = {"torch fp32": TorchBackend(graphs)}
+        if bf16 is not None:
+            backends["torch bf16"] = TorchBackend(
                 {name: graph for name, graph in job_graphs(config, bf16).items() if name in graphs}
-            ),
-            "onnxruntime fp32": ort,
-        }
+            )
+        backends["onnxruntime fp32"] = ort
         inputs = _inputs(backends["torch fp32"])
         cross_kv = inputs["caption_step"]["cross_kv"]
         stages = [s for s in inputs if s != "caption_step"]

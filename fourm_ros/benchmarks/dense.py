@@ -19,7 +19,8 @@ weights; the errors below are those of random weights too, stated as such). Prin
 6. peak RSS of a whole-job start + one frame per backend, each in its own process (``--rss``).
 
 Variants: ``fp32`` = everything float32; ``default`` = the shipped configuration (``precision: auto``:
-bfloat16 tokenizer decoders on a CPU with native bf16); ``bf16`` = everything bfloat16 (dtype too).
+bfloat16 tokenizer decoders on a CPU with native bf16); ``bf16`` = everything bfloat16 (dtype too). On a CPU
+without native bf16 the default is float32 and only ``fp32`` runs (emulated bf16 would take hours).
 """
 
 from __future__ import annotations
@@ -62,7 +63,14 @@ from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.pipeline.pipeline import Pipeline
 from fourm_ros.pipeline.preprocess import preprocess
 from fourm_ros.pipeline.results import Results
-from fourm_ros.pipeline.weights import PRECISION_TASKS, Components, random_components, resolve_precision
+from fourm_ros.pipeline.weights import (
+    CPU_BF16_FLAGS,
+    PRECISION_TASKS,
+    Components,
+    cpu_has_native_bfloat16,
+    random_components,
+    resolve_precision,
+)
 
 DENSE_STAGES = ("encoder", "dense_decoder", "depth_decoder", "normals_decoder", "segmentation_decoder")
 STAGE_GRAPH = {
@@ -306,21 +314,31 @@ def main(argv: list[str] | None = None) -> None:
         f"({torch.get_num_threads()} threads) | {platform.processor() or platform.machine()} | "
         f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
     )
-    ceilings = {dtype: matmul_flops_per_second(dtype) for dtype in (torch.float32, torch.bfloat16)}
+    native_bf16 = cpu_has_native_bfloat16()
+    dtypes_measured = (torch.float32, torch.bfloat16) if native_bf16 else (torch.float32,)
+    ceilings = {dtype: matmul_flops_per_second(dtype) for dtype in dtypes_measured}
     bandwidth = read_bandwidth()
     print(
-        f"ceilings: matmul float32 {ceilings[torch.float32] / 1e9:.0f} GFLOP/s, bfloat16 "
-        f"{ceilings[torch.bfloat16] / 1e9:.0f} GFLOP/s; memory bandwidth (read) {bandwidth / 1e9:.1f} GB/s"
+        "ceilings: "
+        + ", ".join(f"matmul {str(d)[6:]} {rate / 1e9:.0f} GFLOP/s" for d, rate in ceilings.items())
+        + f"; memory bandwidth (read) {bandwidth / 1e9:.1f} GB/s"
     )
 
     fp32_config = _dense_config(args.size, precision=dict.fromkeys(PRECISION_TASKS, "float32"))
-    configs = {
-        "fp32": fp32_config,
-        "default": resolve_precision(_dense_config(args.size), "torch"),
-        "bf16": _dense_config(
+    default_config = resolve_precision(_dense_config(args.size), "torch")
+    configs = {"fp32": fp32_config}
+    if default_config != fp32_config:
+        configs["default"] = default_config
+    if native_bf16:
+        configs["bf16"] = _dense_config(
             args.size, dtype="bfloat16", precision=dict.fromkeys(PRECISION_TASKS, "bfloat16")
-        ),
-    }
+        )
+    else:
+        print(
+            "this CPU has no native bfloat16 (none of the /proc/cpuinfo flags "
+            f"{', '.join(sorted(CPU_BF16_FLAGS))}): the default precision is float32 everywhere here, and "
+            "the bf16 variants are not run (emulated bf16 is slower than float32)"
+        )
     fp32 = random_components(fp32_config)
     pipelines = {label: Pipeline(config, _variant(fp32, config)) for label, config in configs.items()}
     dtypes = {
@@ -330,7 +348,8 @@ def main(argv: list[str] | None = None) -> None:
         }
         for label in pipelines
     }
-    print("default precision here: " + pipelines["default"].backend.describe())
+    default = pipelines.get("default", pipelines["fp32"])
+    print("default precision here: " + default.backend.describe())
     photos = [frame.rgb for frame in sample.sample_frames()[: args.photos]]
     one = [photos[0]]
     flops = _stage_flops(pipelines["fp32"], one)
@@ -355,26 +374,27 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{'dense path':<29}" + "".join(f"{totals[label]:>24.3f}" for label in labels))
     print(f"{'ratio to fp32':<29}" + "".join(f"{totals[label] / totals['fp32']:>24.2f}" for label in labels))
 
-    print(f"\nerror against fp32 on {len(photos)} bundled photographs (random weights)")
-    reference = pipelines["fp32"](photos)
-    for label in labels[1:]:
-        found = errors(reference, pipelines[label](photos))
-        print(
-            f"  {label:<8} depth |Δ| mean {found['depth_mean']:.4f} p99 {found['depth_p99']:.4f} (std); "
-            f"normals median {found['normals_median_deg']:.2f}° p99 {found['normals_p99_deg']:.2f}°; "
-            f"labels {found['labels']:.4f}; dense tokens {found['tokens']:.4f}"
-        )
+    reference = None
+    if len(labels) > 1:
+        print(f"\nerror against fp32 on {len(photos)} bundled photographs (random weights)")
+        reference = pipelines["fp32"](photos)
+        for label in labels[1:]:
+            found = errors(reference, pipelines[label](photos))
+            print(
+                f"  {label:<8} depth |Δ| mean {found['depth_mean']:.4f} p99 {found['depth_p99']:.4f} (std); "
+                f"normals median {found['normals_median_deg']:.2f}° p99 {found['normals_p99_deg']:.2f}°; "
+                f"labels {found['labels']:.4f}; dense tokens {found['tokens']:.4f}"
+            )
 
     if args.cameras:
-        default = pipelines["default"]
         batches = {n: [photos[i % len(photos)] for i in range(n)] for n in args.cameras}
-        camera_runs = _interleaved({n: lambda b=b: default(b) for n, b in batches.items()}, args.repeats)
+        camera_runs = _interleaved({n: lambda b=b, p=default: p(b) for n, b in batches.items()}, args.repeats)
         print("\ndense lane with N cameras in one batch (default precision): seconds per call, per frame")
         for n in args.cameras:
             total = _median(camera_runs[n], "total")
             print(f"  {n} camera(s): {total:6.2f} s per call, {total / n:5.2f} s per frame")
 
-    del pipelines, fp32, reference
+    del pipelines, default, fp32, reference
     seconds, weight_bytes = _caption_step_rate(args.size)
     print(
         f"\ncaption step, torch fp32: {1 / seconds:.1f} tokens/s; reads {weight_bytes / 1e9:.2f} GB of "

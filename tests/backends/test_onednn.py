@@ -83,6 +83,21 @@ def test_weights_made_in_inference_mode_are_reordered_once():
     assert fast[0]._prepacked[1] is first
 
 
+def test_without_bfloat16_kernels_bfloat16_layers_stay_plain(monkeypatch):
+    """A CPU without native bf16 (AVX2 only): no bf16 layer is converted, and a float32 linear layer that
+    was converted and is later cast to bf16 takes the plain path, reordering nothing."""
+    monkeypatch.setattr(onednn, "onednn_has_bfloat16", lambda: False)
+    plain, kept = _net(torch.bfloat16), _net(torch.bfloat16)
+    assert use_onednn(kept) == 0 and not _onednn(kept)
+    cast = _net(torch.float32)
+    use_onednn(cast)
+    cast.to(torch.bfloat16)
+    with torch.inference_mode():
+        assert torch.equal(kept(_input(2)), plain(_input(2)))
+        assert torch.equal(cast(_input(2)), plain(_input(2)))
+    assert all(layer._prepacked is None for layer in _onednn(cast))
+
+
 @needs_x86_onednn
 def test_float32_linear_layers_run_on_onednn_within_rounding():
     plain, fast = _net(torch.float32), _net(torch.float32)
