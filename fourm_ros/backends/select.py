@@ -28,7 +28,7 @@ LOG = logging.getLogger("fourm_ros.backends")
 EXPORT_LOG = logging.getLogger("fourm_ros.export")
 CPU_BACKEND = "torch"
 CPU_REASON = (
-    "on a CPU torch takes 0.9-1.2x ONNX Runtime's time on the dense stages and 0.4-0.9x per sequence "
+    "on a CPU torch takes 0.9-1.2x ONNX Runtime's time on the dense stages and 0.4-1.0x per sequence "
     "token, and needs less memory and no export (python -m fourm_ros.benchmarks.backends)"
 )
 # Why torch on a CPU (it was ONNX Runtime until torch updated its KV cache in place): fourm_ros.benchmarks
@@ -41,7 +41,10 @@ CPU_REASON = (
 # pre-packed weights); start 10 s against 22 s plus a one-off 45-60 s export of 3.5 GB. On 2026-12-02 (an AMD
 # host, where MKL's float32 is slow; torch's float32 linear layers now run on oneDNN, fourm_ros.backends
 # .onednn): encoder 0.211 / 0.227, dense decoder 0.840 / 0.819, depth x0 1.248 / 1.060, caption step 0.036 /
-# 0.059 (README, Performance).
+# 0.059; later that day on an AVX2-only Zen 3 (no native bf16, so the whole default job is float32):
+# encoder 0.405 / 0.339, dense decoder 1.544 / 1.449, depth x0 2.256 / 1.982, normals x0 2.082 / 1.959,
+# caption 0.96x ONNX Runtime's time per token (benchmarks.sequences), peak RSS 4.80 / 4.98 GiB (README,
+# Performance).
 
 
 def tensorrt_problem(device: str = "cuda") -> str | None:

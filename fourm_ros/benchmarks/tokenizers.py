@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from fourm_ros.benchmarks.timing import count_flops, median_seconds
-from fourm_ros.pipeline.weights import randomize
+from fourm_ros.pipeline.weights import cpu_has_native_bfloat16, randomize
 from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder
 from fourm_ros.tokenizers.human_pose import PoseDecoder, PoseTokenizerConfig
 from fourm_ros.tokenizers.loading import official_config
@@ -86,7 +86,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per decoder and dtype")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument(
-        "--dtypes", nargs="+", default=["float32", "bfloat16"], choices=["float32", "bfloat16"]
+        "--dtypes",
+        nargs="+",
+        default=["float32", "bfloat16"] if cpu_has_native_bfloat16() else ["float32"],
+        choices=["float32", "bfloat16"],
+        help="default: both where the CPU has native bf16, else float32 (emulated bf16 is slow)",
     )
     args = parser.parse_args(argv)
     if args.threads:
