@@ -56,7 +56,7 @@ def _timed(run: Callable[[], Any]) -> tuple[Any, float]:
     return value, time.perf_counter() - start
 
 
-def _inputs(torch_backend: TorchBackend, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
+def stage_inputs(torch_backend: TorchBackend, seed: int = 0) -> dict[str, dict[str, np.ndarray]]:
     """One frame's inputs of every stage, computed with torch fp32 so all backends see the same values."""
     rng = np.random.default_rng(seed)
     run = torch_backend.run
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> None:
                 {name: graph for name, graph in job_graphs(config, bf16).items() if name in graphs}
             )
         backends["onnxruntime fp32"] = ort
-        inputs = _inputs(backends["torch fp32"])
+        inputs = stage_inputs(backends["torch fp32"])
         cross_kv = inputs["caption_step"]["cross_kv"]
         stages = [s for s in inputs if s != "caption_step"]
         rows = {
