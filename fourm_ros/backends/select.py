@@ -192,6 +192,7 @@ def create_backend(
     release_exported: bool = False,
     log: logging.Logger = LOG,
     on_stage: Stage = lambda stage: None,
+    precision_note: str = "",
 ) -> Backend:
     """The backend ``config`` asks for (or ``auto`` picks), running ``graphs``; exports them to ONNX and
     builds TensorRT engines in ``engines.cache_dir`` when needed (reused on the next start).
@@ -201,7 +202,7 @@ def create_backend(
     backend runs once their export is on disk (the modules are unusable afterwards); ``log`` gets the one
     line saying which backend was chosen and why (export and engine-build progress go to the
     ``fourm_ros.export`` and ``fourm_ros.tensorrt`` loggers); ``on_stage`` hears each stage (export,
-    sessions, engine builds) as it begins."""
+    sessions, engine builds) as it begins; ``precision_note`` (``weights.precision_note``) ends that line."""
     name, reason = choose_backend(config)
     on_torch = {graph: graphs[graph] for graph in torch_stage_graphs(config, name) if graph in graphs}
     exported = {graph: module for graph, module in graphs.items() if graph not in on_torch}
@@ -217,5 +218,7 @@ def create_backend(
     if on_torch:
         backend = SplitBackend(backend, TorchBackend(on_torch, config.device))
     backend.selection_reason = f"backend {config.backend} → {backend.describe()}: {reason}"
+    if precision_note:
+        backend.selection_reason += f"; {precision_note}"
     log.info(backend.selection_reason)
     return backend

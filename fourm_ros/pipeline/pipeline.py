@@ -36,6 +36,7 @@ from fourm_ros.pipeline.weights import (
     TOKENIZER_TASKS,
     Components,
     load_components,
+    precision_note,
     resolve_precision,
 )
 from fourm_ros.tokenizers import divae, skeleton, text
@@ -156,7 +157,9 @@ class Pipeline:
         if config.threads:
             torch.set_num_threads(config.threads)
         on_stage("loading weights")
-        config = resolve_precision(config, choose_backend(config)[0])
+        backend_name = choose_backend(config)[0]
+        note = precision_note(config, backend_name)
+        config = resolve_precision(config, backend_name)
         components = load_components(config)
         backend = create_backend(
             config,
@@ -165,6 +168,7 @@ class Pipeline:
             max_batch=config.engines.max_batch,
             on_stage=on_stage,
             release_exported=True,  # an exported backend never computes with the torch copies again
+            precision_note=note,
         )
         return cls(config, components, backend)
 

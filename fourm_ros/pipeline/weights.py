@@ -126,6 +126,26 @@ def stage_dtype(config: PipelineConfig, task: str, backend: str = "torch") -> to
     return getattr(torch, chosen)
 
 
+def precision_note(config: PipelineConfig, backend: str) -> str:
+    """What ``precision: auto`` chose for the enabled stages on a CPU, and why (empty elsewhere): a user who
+    reads that the decoders run bf16 by default can see from the log why they do not on this machine."""
+    auto = [
+        task
+        for task in PRECISION_TASKS
+        if task in config.tasks.enabled and getattr(config.precision, task) == "auto"
+    ]
+    if not auto or config.device != "cpu" or backend == "tensorrt":
+        return ""
+    stages = ", ".join(auto)
+    if stage_dtype(config, auto[0], backend) == torch.bfloat16:
+        return f"precision auto: {stages} decoders in bfloat16 (this CPU multiplies bf16 natively)"
+    flags = ", ".join(sorted(CPU_BF16_FLAGS))
+    return (
+        f"precision auto: {stages} decoders in float32 (this CPU has no native bfloat16, none of the "
+        f"/proc/cpuinfo flags {flags}; emulated bf16 is slower than float32)"
+    )
+
+
 def resolve_precision(config: PipelineConfig, backend: str) -> PipelineConfig:
     """``config`` with every ``precision`` setting concrete (``auto`` resolved for ``backend`` here)."""
     concrete = {

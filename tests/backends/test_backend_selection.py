@@ -58,9 +58,12 @@ def test_the_choice_is_logged_once_and_kept_for_diagnostics(tiny, tmp_path, mach
     config = with_cache_dir(PipelineConfig(random_weights=True, threads=1), tmp_path)
     graphs = build_graphs(tiny.model, dense_targets=["tok_depth@224"])
     with caplog.at_level(logging.INFO, logger="fourm_ros.backends"):
-        backend = select.create_backend(config, graphs, model_id=tiny.model_name)
+        backend = select.create_backend(
+            config, graphs, model_id=tiny.model_name, precision_note="precision: x"
+        )
     lines = [r.getMessage() for r in caplog.records if r.name == "fourm_ros.backends"]
     assert lines == [backend.selection_reason]
+    assert backend.selection_reason.endswith("; precision: x")
     assert backend.selection_reason.startswith(f"backend auto → {select.CPU_BACKEND}")
     assert "(CPU" in backend.selection_reason or "cpu" in backend.selection_reason
     assert "tensorrt not importable" in backend.selection_reason

@@ -14,7 +14,7 @@ from fourm_ros.backends.split import SplitBackend
 from fourm_ros.pipeline import weights
 from fourm_ros.pipeline.config import ConfigError, PipelineConfig
 from fourm_ros.pipeline.pipeline import Pipeline
-from fourm_ros.pipeline.weights import resolve_precision, stage_dtype
+from fourm_ros.pipeline.weights import precision_note, resolve_precision, stage_dtype
 from fourm_ros.sample import sample_frames
 
 BF16_STAGES = {"depth": "bfloat16", "normals": "bfloat16", "segmentation": "bfloat16"}
@@ -58,6 +58,25 @@ def test_auto_is_bfloat16_only_on_a_cpu_that_has_it(native_bf16):
     assert stage_dtype(explicit, "normals", "tensorrt") == torch.bfloat16
     assert resolve_precision(explicit, "torch").precision.normals == "bfloat16"
     assert resolve_precision(explicit, "torch").precision.depth == "float32"
+
+
+def test_the_log_line_says_what_auto_chose_and_why(native_bf16):
+    config = PipelineConfig()
+    native_bf16(False)
+    note = precision_note(config, "torch")
+    assert note.startswith("precision auto: depth, normals, segmentation decoders in float32")
+    assert "no native bfloat16" in note and "avx512_bf16" in note
+    native_bf16(True)
+    assert precision_note(config, "onnxruntime").endswith(
+        "decoders in bfloat16 (this CPU multiplies bf16 natively)"
+    )
+    without_segmentation = PipelineConfig.from_dict({"tasks": {"segmentation": {"enabled": False}}})
+    assert precision_note(without_segmentation, "torch").startswith("precision auto: depth, normals decoders")
+    assert precision_note(config, "tensorrt") == "", "a GPU job: nothing to explain"
+    assert precision_note(config.replace(device="cuda"), "torch") == ""
+    assert precision_note(PipelineConfig.from_dict({"precision": BF16_STAGES}), "torch") == "", (
+        "set, not auto"
+    )
 
 
 def test_bfloat16_decoders_stay_close_to_float32(tiny, native_bf16):
