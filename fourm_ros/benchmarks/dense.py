@@ -247,6 +247,7 @@ def peak_rss_child(variant: str, size: str, cache_dir: str) -> dict[str, Any]:
     start = time.perf_counter()
     pipeline = Pipeline.from_config(config)
     started = time.perf_counter() - start
+    anonymous_started = resident_gib()[0]
     frame = sample.sample_frames()[0].rgb
     start = time.perf_counter()
     results = pipeline.dense([frame])
@@ -259,6 +260,7 @@ def peak_rss_child(variant: str, size: str, cache_dir: str) -> dict[str, Any]:
         "dense_s": dense,
         "stages": {stage: results[0].timings.get(stage, 0.0) for stage in DENSE_STAGES},
         "peak_rss_gib": peak_rss_gib(),
+        "anon_gib_started": anonymous_started,
         "anon_gib_end": anonymous,
         "file_gib_end": file_backed,
         "describe": pipeline.describe(),
@@ -282,8 +284,9 @@ def _peak_rss(variants: Sequence[str], size: str, cache_dir: str) -> None:
         figures = json.loads(done.stdout.strip().splitlines()[-1])
         print(
             f"  {variant:<20} {figures['peak_rss_gib']:5.2f} GiB  start {figures['start_s']:6.1f} s  "
-            f"dense lane {figures['dense_s']:6.2f} s  at the end: anonymous "
-            f"{figures['anon_gib_end']:.2f} GiB, file-backed {figures['file_gib_end']:.2f} GiB\n"
+            f"dense lane {figures['dense_s']:6.2f} s  anonymous after start "
+            f"{figures['anon_gib_started']:.2f} GiB; at the end: anonymous {figures['anon_gib_end']:.2f} "
+            f"GiB, file-backed {figures['file_gib_end']:.2f} GiB\n"
             f"  {'':<20} {figures['describe']}"
         )
 

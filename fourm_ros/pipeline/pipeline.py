@@ -28,6 +28,7 @@ from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.model import generation
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
 from fourm_ros.pipeline.config import ConfigError, PipelineConfig, runtime_changes
+from fourm_ros.pipeline.heap import release_free_heap
 from fourm_ros.pipeline.metric_depth import sensor_depth_to_grid
 from fourm_ros.pipeline.preprocess import CropMap, preprocess
 from fourm_ros.pipeline.results import PersonResult, Results
@@ -170,7 +171,9 @@ class Pipeline:
             release_exported=True,  # an exported backend never computes with the torch copies again
             precision_note=note,
         )
-        return cls(config, components, backend)
+        pipeline = cls(config, components, backend)
+        release_free_heap()  # what loading and exporting freed; see fourm_ros.pipeline.heap
+        return pipeline
 
     def reconfigure(self, config: PipelineConfig) -> list[str]:
         """Switch to ``config`` between calls; returns the changed setting paths. Only settings marked
