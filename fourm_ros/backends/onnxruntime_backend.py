@@ -13,10 +13,13 @@ running the same export). On the CPU provider ONNX Runtime still pre-packs the m
 session for its kernels; ``prepack=False`` skips that at some speed cost (see the README's Performance).
 The mapped pages pre-packing read are dropped from the process after each session is created
 (``SharedInitializers.drop_resident_pages``): they stay in the page cache, the RSS keeps what runs read.
+On the CPU every session also allocates its activations from one arena for the whole process
+(``shared_cpu_arena``) instead of an arena of its own, each kept at its largest run's size.
 """
 
 from __future__ import annotations
 
+import functools
 import mmap
 from collections.abc import Iterator
 from pathlib import Path
@@ -47,6 +50,28 @@ def _providers(device: str) -> list[Any]:
         )
     index = int(device.partition(":")[2] or 0)
     return [(CUDA_PROVIDER, {"device_id": index}), CPU_PROVIDER]
+
+
+@functools.cache
+def shared_cpu_arena() -> bool:
+    """Register one CPU memory arena for every session of this process (once); False where this
+    onnxruntime cannot, and each session keeps an arena of its own.
+
+    ONNX Runtime arenas never shrink, and ten sessions (one per graph) each kept the memory of their
+    largest run: the B job's peak RSS was 4.98 GiB with them, 4.73 GiB with one (same speed, interleaved
+    one-off runs). The arena grows by what is asked rather than by doubling (``kSameAsRequested``)."""
+    import onnxruntime
+
+    try:
+        memory = onnxruntime.OrtMemoryInfo(
+            "Cpu", onnxruntime.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, onnxruntime.OrtMemType.DEFAULT
+        )
+        same_as_requested = 1
+        arena = onnxruntime.OrtArenaCfg(0, same_as_requested, -1, -1)  # 0, -1: the library's defaults
+        onnxruntime.create_and_register_allocator(memory, arena)
+    except Exception:  # an onnxruntime without these (AttributeError) or refusing them (its pybind errors)
+        return False
+    return True
 
 
 def external_initializers(path: Path) -> Iterator[tuple[str, str, int, int, np.dtype, tuple[int, ...]]]:
@@ -153,6 +178,8 @@ class OnnxRuntimeBackend(Backend):
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
             if not prepack:
                 options.add_session_config_entry("session.disable_prepacking", "1")
+            if device == "cpu" and shared_cpu_arena():
+                options.add_session_config_entry("session.use_env_allocators", "1")
             try:
                 if self._weights is not None:
                     self._weights.add_to(options, path)

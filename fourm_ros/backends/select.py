@@ -22,6 +22,7 @@ from fourm_ros.backends.export import ExportFileError, Manifest, cached_export
 from fourm_ros.backends.job import batch_profile, tensorrt_device, torch_stage_graphs
 from fourm_ros.backends.split import SplitBackend
 from fourm_ros.backends.torch_backend import TorchBackend
+from fourm_ros.heap import release_free_heap
 from fourm_ros.pipeline.config import PipelineConfig
 
 LOG = logging.getLogger("fourm_ros.backends")
@@ -118,10 +119,12 @@ def release_weights(graphs: Mapping[str, nn.Module]) -> None:
     """Free the torch weights of graphs that an exported backend runs from its own files.
 
     Once the export is on disk nothing computes with them, and keeping them would hold every weight twice
-    (the torch copy and the backend's); the modules stay, with their parameters on the meta device."""
+    (the torch copy and the backend's); the modules stay, with their parameters on the meta device. The
+    freed pages go back to the system before the backend allocates its own copies (sessions, engines)."""
     for graph in graphs.values():
         graph.to("meta")
     gc.collect()
+    release_free_heap()
 
 
 def _onnxruntime(

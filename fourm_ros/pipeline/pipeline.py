@@ -25,10 +25,10 @@ from fourm_ros.backends.graphs import DENSE_TARGETS, SEQUENCE_TARGETS
 from fourm_ros.backends.job import job_graphs
 from fourm_ros.backends.select import choose_backend, create_backend
 from fourm_ros.backends.torch_backend import TorchBackend
+from fourm_ros.heap import release_free_heap
 from fourm_ros.model import generation
 from fourm_ros.model.fourm import FIRST_SENTINEL_ID, FourM
 from fourm_ros.pipeline.config import ConfigError, PipelineConfig, runtime_changes
-from fourm_ros.pipeline.heap import release_free_heap
 from fourm_ros.pipeline.metric_depth import sensor_depth_to_grid
 from fourm_ros.pipeline.preprocess import CropMap, preprocess
 from fourm_ros.pipeline.results import PersonResult, Results
@@ -172,7 +172,7 @@ class Pipeline:
             precision_note=note,
         )
         pipeline = cls(config, components, backend)
-        release_free_heap()  # what loading and exporting freed; see fourm_ros.pipeline.heap
+        release_free_heap()  # what loading and exporting freed; see fourm_ros.heap
         return pipeline
 
     def reconfigure(self, config: PipelineConfig) -> list[str]:

@@ -13,7 +13,7 @@ import torch
 from support import tiny_components
 
 import fourm_ros
-from fourm_ros.backends import export
+from fourm_ros.backends import export, onnxruntime_backend
 from fourm_ros.backends.base import BackendError
 from fourm_ros.backends.export import (
     ExportFileError,
@@ -225,6 +225,14 @@ def test_onnxruntime_maps_each_shared_weight_once(tiny_export):
     )
     assert weights.distinct < given
     assert weights.mapped_files == [export.WEIGHTS_NAME]
+
+
+def test_cpu_sessions_allocate_from_one_arena(ort_backend):
+    """Each session would otherwise keep an arena of its own at its largest run's size."""
+    assert onnxruntime_backend.shared_cpu_arena(), "this onnxruntime registers a process-wide CPU arena"
+    for graph, session in ort_backend._sessions.items():
+        options = session.get_session_options()
+        assert options.get_session_config_entry("session.use_env_allocators") == "1", graph
 
 
 def _resident_kib(path) -> int:

@@ -5,7 +5,7 @@ import platform
 import pytest
 
 from fourm_ros.benchmarks.timing import resident_gib
-from fourm_ros.pipeline.heap import release_free_heap
+from fourm_ros.heap import release_free_heap
 
 on_glibc = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's"
