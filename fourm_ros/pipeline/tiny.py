@@ -10,7 +10,7 @@ from fourm_ros.pipeline.weights import Components, randomize
 from fourm_ros.tokenizers.depth_encoder import DepthEncoder, DepthEncoderConfig
 from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder
 from fourm_ros.tokenizers.human_pose import PoseDecoder, PoseTokenizerConfig
-from fourm_ros.tokenizers.loading import official_config
+from fourm_ros.tokenizers.loading import materialize, official_config
 from fourm_ros.tokenizers.semseg import SemsegConfig, SemsegDecoder
 from fourm_ros.tokenizers.unet import UNetConfig
 from fourm_ros.tokenizers.vit import ViTConfig
@@ -35,7 +35,7 @@ def tiny_random_components(
     )
 
     def tiny(decoder: torch.nn.Module) -> torch.nn.Module:
-        return randomize(decoder.to_empty(device="cpu"), seed).to(dtype).eval().requires_grad_(False)
+        return randomize(materialize(decoder, dtype), seed).eval().requires_grad_(False)
 
     with torch.device("meta"):
         depth = DiVAEDecoder(DiVAEConfig.from_json(official_config("depth"), "depth"), unet)

@@ -26,7 +26,7 @@ from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.tokenizers.depth_encoder import DepthEncoder, DepthEncoderConfig
 from fourm_ros.tokenizers.divae import DiVAEConfig, DiVAEDecoder
 from fourm_ros.tokenizers.human_pose import PoseDecoder, PoseTokenizerConfig
-from fourm_ros.tokenizers.loading import official_config
+from fourm_ros.tokenizers.loading import materialize, official_config
 from fourm_ros.tokenizers.semseg import SemsegConfig, SemsegDecoder
 
 LOG = logging.getLogger("fourm_ros.weights")
@@ -243,16 +243,16 @@ def random_components(config: PipelineConfig, seed: int = 0) -> Components:
                 decoder = SemsegDecoder(SemsegConfig.from_json(settings, task))
             else:
                 decoder = PoseDecoder(PoseTokenizerConfig.from_dict(settings))
-        decoder = randomize(decoder.to_empty(device="cpu"), seed)
-        return decoder.to(device=device, dtype=stage_dtype(config, task)).eval().requires_grad_(False)
+        decoder = randomize(materialize(decoder, stage_dtype(config, task)), seed)
+        return decoder.to(device=device).eval().requires_grad_(False)
 
     decoders = {task: build(task) for task in TOKENIZER_TASKS}
     depth_encoder = None
     if "depth" in config.inputs:
         with torch.device("meta"):
             depth_encoder = DepthEncoder(DepthEncoderConfig.from_json(official_config("depth"), "depth"))
-        depth_encoder = randomize(depth_encoder.to_empty(device="cpu"), seed)
-        depth_encoder = depth_encoder.to(device=device, dtype=dtype).eval().requires_grad_(False)
+        depth_encoder = randomize(materialize(depth_encoder, dtype), seed)
+        depth_encoder = depth_encoder.to(device=device).eval().requires_grad_(False)
     return Components(
         model=model.eval().requires_grad_(False),
         **decoders,
