@@ -198,7 +198,7 @@ def test_a_raising_publisher_costs_one_frame_and_the_other_topics_still_publish(
     publishers["depth/relative"] = Broken()
     faulty = h.send(_image(48, 64), 5 * 10**9, info=(64, 48))
     _served_after_fault(h, faulty, "publishing: RuntimeError")
-    assert any(m.header == faulty for m in h.messages("normals"))  # published despite the broken topic
+    h.wait_for(lambda: any(m.header == faulty for m in h.messages("normals")))  # despite the broken topic
 
 
 def test_a_reflected_root_rotation_does_not_stop_the_sequence_lane(harness):
@@ -209,8 +209,9 @@ def test_a_reflected_root_rotation_does_not_stop_the_sequence_lane(harness):
     h.wait_for(lambda: _lane_value(_lane(h, "sequence"), "faults: message building: ValueError") == "1")
     assert not any(m.header == first for m in h.messages("human_pose/poses"))
     second = h.send(_image(48, 64, 1), 6 * 10**9, info=(64, 48))
-    h.wait_for(lambda: any(m.header == second for m in h.messages("human_pose/poses")))
-    assert any(m.header == second for m in h.messages("caption/marker"))
+    # Both outputs of the second frame: each topic arrives on its own (CI saw the poses before the marker).
+    for topic in ("human_pose/poses", "caption/marker"):
+        h.wait_for(lambda topic=topic: any(m.header == second for m in h.messages(topic)))
     assert h.node._lanes["sequence"].alive
 
 
