@@ -17,8 +17,8 @@ official tokenizer decoder architectures, on the torch backend. Prints:
    with the largest difference of their hidden states.
 
 ``--size tiny --device cpu`` runs every part but the CUDA-graph capture (the static step is called
-directly): the smoke run of the tests. ONNX Runtime's CUDA provider is not measured: onnxruntime-gpu is too
-large to carry to a GPU machine that cannot download (see the README).
+directly): the smoke run of the tests. ONNX Runtime's CUDA provider is not measured (the GPU machine this is
+prepared for has no onnxruntime-gpu and no downloads).
 """
 
 from __future__ import annotations
