@@ -97,7 +97,7 @@ def materialize(module: nn.Module, dtype: torch.dtype) -> nn.Module:
     ones (convolution weights) channels-last, the layout the torch backend computes in. Filled once in
     place (checkpoint or random values), no weight is converted, and so copied, afterwards: each conversion
     copies every weight, and the freed originals stay in the process's heap (0.4 GiB more at the peak for
-    the B job's channels-last UNets alone). Parameter objects are kept, so tied weights stay tied."""
+    the B job's channels-last UNets alone)."""
     module.to_empty(device="cpu")  # untouched allocations, replaced below where dtype or layout differ
     for tensor in (*module.parameters(), *module.buffers()):
         kind = dtype if tensor.is_floating_point() else tensor.dtype
