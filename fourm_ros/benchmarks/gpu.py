@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
-import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -36,6 +34,7 @@ import torch
 from fourm_ros.backends.job import job_graphs
 from fourm_ros.backends.torch_backend import TorchBackend
 from fourm_ros.benchmarks.backends import stage_inputs
+from fourm_ros.benchmarks.timing import median_seconds
 from fourm_ros.pipeline.config import PipelineConfig
 from fourm_ros.pipeline.tiny import tiny_random_components
 from fourm_ros.pipeline.weights import PRECISION_TASKS, Components, random_components
@@ -69,18 +68,17 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_seconds(call: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``call``, the device synchronised around each one (kernels run asynchronously)."""
-    for _ in range(warmup):
+def synchronized_seconds(
+    call: Callable[[], object], device: torch.device, repeats: int, warmup: int = 2
+) -> float:
+    """``timing.median_seconds`` of ``call`` with the device synchronised after each call (kernels run
+    asynchronously; the warm-up ends synchronised too, so every timed call starts on an idle device)."""
+
+    def synchronized() -> None:
         call()
-    times = []
-    for _ in range(repeats):
         _synchronize(device)
-        start = time.perf_counter()
-        call()
-        _synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+
+    return median_seconds(synchronized, repeats, warmup)
 
 
 def _stage_errors(reference: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray]) -> str:
@@ -186,7 +184,7 @@ def _measure(
         for stage in STAGES
     }
     seconds = {
-        stage: median_seconds(lambda s=stage: backend.run(s, **on_device[s]), device, args.repeats)
+        stage: synchronized_seconds(lambda s=stage: backend.run(s, **on_device[s]), device, args.repeats)
         for stage in STAGES
     }
     outputs = {
@@ -204,8 +202,8 @@ def _measure(
     rows, dim = runner.embedded.shape[0], runner.embedded.shape[2]
     embedded = torch.randn(args.tokens, rows, 1, dim, generator=generator).to(device, runner.dtype)
     step = {
-        "eager": median_seconds(lambda: runner.eager(embedded), device, 3, warmup=1) / args.tokens,
-        "graph": median_seconds(lambda: runner.static(embedded), device, 3, warmup=1) / args.tokens,
+        "eager": synchronized_seconds(lambda: runner.eager(embedded), device, 3, warmup=1) / args.tokens,
+        "graph": synchronized_seconds(lambda: runner.static(embedded), device, 3, warmup=1) / args.tokens,
     }
     eager, static = runner.eager(embedded), runner.static(embedded)
     step_error = float((eager - static).abs().max() / eager.abs().max())
